@@ -1,0 +1,14 @@
+//! Switchyard: an LLM-aware inference endpoint picker for Envoy `ext_proc` gateways, a drop-in
+//! replacement for the Gateway API Inference Extension's EPP.
+//!
+//! # Layout
+//!
+//! - [`scheduling`]: the pure core. Endpoints and their metrics, the request, the plugin traits
+//!   (filter, scorer, picker, profile handler, data producer, pre-request, response-complete), the
+//!   profile run and the built-in plugins. No I/O, no async; time and randomness are arguments.
+//! - [`config`]: the `EndpointPickerConfig` YAML: strict decoding that reports every error with its
+//!   field path, GIE's system defaults, and building a [`scheduling::Scheduler`] from it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod scheduling;

@@ -1,0 +1,338 @@
+//! The built-in filters.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rand::RngExt;
+
+use crate::scheduling::plugin::{Filter, SchedulerRng, SchedulingContext};
+
+// === impl HeaderBasedTestingFilter ===
+
+/// Keeps only the endpoints named in the request header `test-epp-endpoint-selection`, a comma
+/// list of `ip` or `ip:port`. Used by the GIE conformance suite to steer traffic. A missing or
+/// empty header keeps nothing.
+#[derive(Debug, Default)]
+pub struct HeaderBasedTestingFilter;
+
+impl HeaderBasedTestingFilter {
+    pub const HEADER: &'static str = "test-epp-endpoint-selection";
+}
+
+impl Filter for HeaderBasedTestingFilter {
+    fn type_name(&self) -> &'static str {
+        "header-based-testing-filter"
+    }
+
+    fn filter(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &mut Vec<usize>,
+        _: &mut SchedulerRng,
+    ) {
+        let Some(value) = ctx.request.header(Self::HEADER) else {
+            candidates.clear();
+            return;
+        };
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut host_ports: Vec<&str> = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bare = item.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                ips.push(ip);
+            } else {
+                host_ports.push(item);
+            }
+        }
+        candidates.retain(|&i| {
+            let ep = &ctx.snapshot.get(i).endpoint;
+            ips.contains(&ep.address) || host_ports.contains(&ep.host_port())
+        });
+    }
+}
+
+// === impl PrefixCacheAffinityFilter ===
+
+/// Keeps the "sticky" endpoints whose prefix match ratio reaches `affinity_threshold`, so a
+/// conversation stays where its cache is; with probability `exploration_probability` it keeps
+/// everyone so other endpoints get to build cache too. Keeps everyone when nobody is sticky or no
+/// prefix information exists.
+#[derive(Debug)]
+pub struct PrefixCacheAffinityFilter {
+    pub affinity_threshold: f64,
+    pub exploration_probability: f64,
+}
+
+impl Default for PrefixCacheAffinityFilter {
+    fn default() -> Self {
+        Self {
+            affinity_threshold: 0.8,
+            exploration_probability: 0.01,
+        }
+    }
+}
+
+impl Filter for PrefixCacheAffinityFilter {
+    fn type_name(&self) -> &'static str {
+        "prefix-cache-affinity-filter"
+    }
+
+    fn filter(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &mut Vec<usize>,
+        rng: &mut SchedulerRng,
+    ) {
+        if ctx.state.prefix.is_none() {
+            return;
+        }
+        if self.exploration_probability > 0.0 && rng.random::<f64>() < self.exploration_probability
+        {
+            return;
+        }
+        let sticky = |i: usize| match ctx.state.prefix_match(i) {
+            Some((m, t)) if t > 0 => f64::from(m) / f64::from(t) >= self.affinity_threshold,
+            _ => false,
+        };
+        if candidates.iter().any(|&i| sticky(i)) {
+            candidates.retain(|&i| sticky(i));
+        }
+    }
+}
+
+// === impl UtilizationFilter ===
+
+/// The filter side of `utilization-detector`: keeps endpoints with fresh metrics whose queue and
+/// KV usage are under the thresholds (stretched by `headroom`). Fails open: if that would drop
+/// everyone, everyone stays.
+#[derive(Debug, Clone)]
+pub struct UtilizationFilter {
+    pub queue_depth_threshold: u64,
+    pub kv_cache_util_threshold: f64,
+    pub metrics_staleness_threshold: Duration,
+    pub headroom: f64,
+}
+
+impl Filter for UtilizationFilter {
+    fn type_name(&self) -> &'static str {
+        "utilization-detector"
+    }
+
+    fn filter(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &mut Vec<usize>,
+        _: &mut SchedulerRng,
+    ) {
+        let q_limit = self.queue_depth_threshold as f64 * (1.0 + self.headroom);
+        let kv_limit = self.kv_cache_util_threshold * (1.0 + self.headroom);
+        let ok = |i: usize| {
+            let m = &ctx.snapshot.get(i).metrics;
+            !m.is_stale(ctx.now, self.metrics_staleness_threshold)
+                && (m.waiting_queue_size as f64) < q_limit
+                && m.kv_cache_usage < kv_limit
+        };
+        if candidates.iter().any(|&i| ok(i)) {
+            candidates.retain(|&i| ok(i));
+        }
+    }
+}
+
+// === impl ConcurrencyFilter ===
+
+/// What `concurrency-detector` counts: requests or estimated tokens in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyMode {
+    Requests,
+    Tokens,
+}
+
+/// The filter side of `concurrency-detector`: drops endpoints whose in-flight work exceeds their
+/// capacity stretched by `headroom`. Fails open like the utilization filter.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyFilter {
+    pub mode: ConcurrencyMode,
+    pub max_concurrency: u64,
+    pub max_token_concurrency: u64,
+    pub headroom: f64,
+}
+
+impl Filter for ConcurrencyFilter {
+    fn type_name(&self) -> &'static str {
+        "concurrency-detector"
+    }
+
+    fn filter(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &mut Vec<usize>,
+        _: &mut SchedulerRng,
+    ) {
+        let (cap, pick): (u64, fn(crate::scheduling::EndpointLoad) -> u64) = match self.mode {
+            ConcurrencyMode::Requests => (self.max_concurrency, |l| l.requests),
+            ConcurrencyMode::Tokens => (self.max_token_concurrency, |l| l.tokens),
+        };
+        let limit = cap as f64 * (1.0 + self.headroom);
+        let ok = |i: usize| (pick(ctx.state.inflight_load(i)) as f64) <= limit;
+        if candidates.iter().any(|&i| ok(i)) {
+            candidates.retain(|&i| ok(i));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::testing::{ctx_at, ctx_for, metrics, snapshot};
+    use crate::scheduling::{CycleState, EndpointLoad, PrefixMatchInfo, Request, Timestamp};
+    use rand::SeedableRng;
+
+    fn rng() -> SchedulerRng {
+        SchedulerRng::seed_from_u64(1)
+    }
+
+    #[test]
+    fn header_filter_by_ip_and_ip_port() {
+        let snap = snapshot(vec![metrics(0, 0.0); 4]); // 10.0.0.1 .. 10.0.0.4, port 8000
+        let mut req = Request::new("r", "m");
+        req.headers.push((
+            "test-epp-endpoint-selection".into(),
+            "10.0.0.2, 10.0.0.4:8000,10.0.0.3:9999".into(),
+        ));
+        let state = CycleState::default();
+        let mut c = vec![0, 1, 2, 3];
+        HeaderBasedTestingFilter.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![1, 3]);
+    }
+
+    #[test]
+    fn header_filter_missing_or_empty_keeps_nothing() {
+        let snap = snapshot(vec![metrics(0, 0.0); 2]);
+        let state = CycleState::default();
+        let req = Request::new("r", "m");
+        let mut c = vec![0, 1];
+        HeaderBasedTestingFilter.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert!(c.is_empty());
+        let mut req = Request::new("r", "m");
+        req.headers
+            .push(("test-epp-endpoint-selection".into(), String::new()));
+        let mut c = vec![0, 1];
+        HeaderBasedTestingFilter.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn affinity_filter_keeps_sticky_endpoints() {
+        let snap = snapshot(vec![metrics(0, 0.0); 3]);
+        let req = Request::new("r", "m");
+        let state = CycleState {
+            prefix: Some(PrefixMatchInfo {
+                matched_blocks: vec![9, 10, 2],
+                total_blocks: 10,
+                block_size_tokens: 16,
+            }),
+            inflight: None,
+        };
+        let f = PrefixCacheAffinityFilter {
+            affinity_threshold: 0.8,
+            exploration_probability: 0.0,
+        };
+        let mut c = vec![0, 1, 2];
+        f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 1]);
+        // Always exploring: nothing is dropped.
+        let f = PrefixCacheAffinityFilter {
+            affinity_threshold: 0.8,
+            exploration_probability: 1.0,
+        };
+        let mut c = vec![0, 1, 2];
+        f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 1, 2]);
+        // Nobody sticky: everyone stays.
+        let f = PrefixCacheAffinityFilter {
+            affinity_threshold: 0.95,
+            exploration_probability: 0.0,
+        };
+        let mut c = vec![0, 2];
+        f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 2]);
+    }
+
+    #[test]
+    fn utilization_filter_drops_busy_and_stale_and_fails_open() {
+        let mut ms = vec![
+            metrics(0, 0.1),
+            metrics(5, 0.1),
+            metrics(0, 0.85),
+            metrics(1, 0.1),
+        ];
+        ms[3].updated_at = Some(Timestamp::from_millis(0)); // stale at t=1s
+        for m in &mut ms[..3] {
+            m.updated_at = Some(Timestamp::from_millis(950));
+        }
+        let snap = snapshot(ms);
+        let req = Request::new("r", "m");
+        let state = CycleState::default();
+        let f = UtilizationFilter {
+            queue_depth_threshold: 5,
+            kv_cache_util_threshold: 0.8,
+            metrics_staleness_threshold: Duration::from_millis(200),
+            headroom: 0.0,
+        };
+        let now = Timestamp::from_millis(1_000);
+        let mut c = vec![0, 1, 2, 3];
+        f.filter(&ctx_at(&req, &snap, &state, now), &mut c, &mut rng());
+        assert_eq!(c, vec![0]);
+        // Headroom 0.25 stretches the queue limit to 6.25 and KV to 1.0.
+        let f2 = UtilizationFilter {
+            headroom: 0.25,
+            ..f.clone()
+        };
+        let mut c = vec![0, 1, 2, 3];
+        f2.filter(&ctx_at(&req, &snap, &state, now), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 1, 2]);
+        // Only busy endpoints: fail open.
+        let mut c = vec![1, 2, 3];
+        f.filter(&ctx_at(&req, &snap, &state, now), &mut c, &mut rng());
+        assert_eq!(c, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn concurrency_filter_by_requests_and_tokens() {
+        let snap = snapshot(vec![metrics(0, 0.0); 3]);
+        let req = Request::new("r", "m");
+        let state = CycleState {
+            prefix: None,
+            inflight: Some(vec![
+                EndpointLoad {
+                    requests: 2,
+                    tokens: 100,
+                },
+                EndpointLoad {
+                    requests: 3,
+                    tokens: 10,
+                },
+                EndpointLoad {
+                    requests: 0,
+                    tokens: 500,
+                },
+            ]),
+        };
+        let f = ConcurrencyFilter {
+            mode: ConcurrencyMode::Requests,
+            max_concurrency: 2,
+            max_token_concurrency: 200,
+            headroom: 0.0,
+        };
+        let mut c = vec![0, 1, 2];
+        f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 2]);
+        let f = ConcurrencyFilter {
+            mode: ConcurrencyMode::Tokens,
+            ..f
+        };
+        let mut c = vec![0, 1, 2];
+        f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
+        assert_eq!(c, vec![0, 1]);
+    }
+}
