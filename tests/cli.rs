@@ -1,0 +1,81 @@
+//! The `switchyard` binary's configuration handling, run as a user would.
+
+use std::process::Command;
+
+fn switchyard(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn print_config_shows_the_default_with_defaults_filled_in() {
+    let (code, out, err) = switchyard(&["--print-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kind: EndpointPickerConfig"));
+    assert!(out.contains("pluginRef: prefix-cache-scorer\n    weight: 3.0"), "{out}");
+    assert!(out.contains("type: max-score-picker"));
+    assert!(out.contains("maxNumOfEndpoints: 1"));
+    assert!(out.contains("type: approx-prefix-cache-producer"));
+}
+
+#[test]
+fn config_file_errors_are_all_reported_and_exit_non_zero() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: approx-prefix-cache-producer
+  parameters: {blockSizeTokens: 0}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: nope}]
+",
+    )
+    .unwrap();
+    let (code, _, err) = switchyard(&["--config-file", path.to_str().unwrap(), "--print-config"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid EndpointPickerConfig (2 errors):\n  - plugins[0].parameters.blockSizeTokens: must be > 0, got 0\n  - schedulingProfiles[0].plugins[0].pluginRef: no plugin named \"nope\""),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let (code, _, err) = switchyard(&["--config-file", "/nonexistent/epp.yaml"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: reading --config-file /nonexistent/epp.yaml: "), "{err}");
+}
+
+#[test]
+fn config_file_and_text_are_mutually_exclusive() {
+    let (code, _, err) = switchyard(&["--config-file", "a.yaml", "--config-text", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn warnings_go_to_stderr() {
+    let (code, _, err) = switchyard(&[
+        "--config-text",
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins: []\ndataLayer: {sources: []}\n",
+        "--print-config",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "warning: dataLayer.sources is empty: endpoint metrics collection is disabled\n"
+    );
+}
