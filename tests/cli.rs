@@ -19,7 +19,10 @@ fn print_config_shows_the_default_with_defaults_filled_in() {
     let (code, out, err) = switchyard(&["--print-config"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kind: EndpointPickerConfig"));
-    assert!(out.contains("pluginRef: prefix-cache-scorer\n    weight: 3.0"), "{out}");
+    assert!(
+        out.contains("pluginRef: prefix-cache-scorer\n    weight: 3.0"),
+        "{out}"
+    );
     assert!(out.contains("type: max-score-picker"));
     assert!(out.contains("maxNumOfEndpoints: 1"));
     assert!(out.contains("type: approx-prefix-cache-producer"));
@@ -56,7 +59,10 @@ schedulingProfiles:
 fn missing_config_file_is_a_clear_error() {
     let (code, _, err) = switchyard(&["--config-file", "/nonexistent/epp.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("error: reading --config-file /nonexistent/epp.yaml: "), "{err}");
+    assert!(
+        err.starts_with("error: reading --config-file /nonexistent/epp.yaml: "),
+        "{err}"
+    );
 }
 
 #[test]
