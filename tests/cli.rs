@@ -65,10 +65,18 @@ fn no_endpoint_source_is_a_clear_error() {
     );
     let (code, _, err) = switchyard(&["--pool-name", "p"]);
     assert_eq!(code, 1);
-    assert!(err.contains("Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build"), "{err}");
+    assert!(
+        err.contains(
+            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build"
+        ),
+        "{err}"
+    );
     let (code, _, err) = switchyard(&["--static-endpoints", "localhost:80"]);
     assert_eq!(code, 1);
-    assert!(err.contains("--static-endpoints: \"localhost:80\" is not an ip:port address"), "{err}");
+    assert!(
+        err.contains("--static-endpoints: \"localhost:80\" is not an ip:port address"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -16,6 +16,17 @@ use crate::config::value::{Obj, index, show};
 use crate::pool::EndpointPool;
 use crate::scheduling::Endpoint;
 
+/// Every error found in a static endpoints file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.render("static endpoints file"))]
+pub struct StaticFileError(pub ConfigErrors);
+
+impl StaticFileError {
+    pub fn messages(&self) -> Vec<String> {
+        self.0.messages()
+    }
+}
+
 /// Everything a static endpoints file declares.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StaticFile {
@@ -44,12 +55,12 @@ pub fn parse_endpoint_list(list: &str) -> Result<Vec<Endpoint>, String> {
 }
 
 /// Parses a static endpoints file, reporting every error with its path.
-pub fn parse_static_file(text: &str) -> Result<StaticFile, ConfigErrors> {
+pub fn parse_static_file(text: &str) -> Result<StaticFile, StaticFileError> {
     let value: Value = serde_saphyr::from_str(text).map_err(|e| {
-        ConfigErrors(vec![crate::config::ConfigError {
+        StaticFileError(ConfigErrors(vec![crate::config::ConfigError {
             path: String::new(),
             message: format!("not a valid YAML document: {e}"),
-        }])
+        }]))
     })?;
     let mut d = Diagnostics::default();
     let mut top = Obj::new("", Some(&value), &mut d);
@@ -104,7 +115,7 @@ pub fn parse_static_file(text: &str) -> Result<StaticFile, ConfigErrors> {
     if d.errors.is_empty() {
         Ok(out)
     } else {
-        Err(ConfigErrors(d.errors))
+        Err(StaticFileError(ConfigErrors(d.errors)))
     }
 }
 
