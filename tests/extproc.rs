@@ -895,3 +895,57 @@ async fn stop_signal_lets_open_streams_finish() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn conformance_served_verifier_reports_the_served_endpoint() {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let h = Harness::start(Setup {
+        config: Some(
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/conformance.yaml"
+            ))
+            .unwrap(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    h.set_pods(&[(0, 0.0), (0, 0.0)]);
+    let mut hdrs = llm_headers("m", "");
+    hdrs.push(("test-epp-endpoint-selection".into(), pod_ip(1)));
+    for served in [Some(pod(1)), None] {
+        let mut client = h.client().await;
+        let mut s = Stream::open(&mut client).await;
+        s.send(headers_msg(&refs(&hdrs), false)).await;
+        s.send(body_msg(&completion("m", "x"), true)).await;
+        let rs = s.recv_n(2).await;
+        assert_eq!(routed_to(&rs), pod(1));
+        let mut msg = response_headers_msg(&[(":status", "200")], false);
+        let fields = served
+            .iter()
+            .map(|p| {
+                (
+                    "x-gateway-destination-endpoint-served".to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue(p.clone())),
+                    },
+                )
+            })
+            .collect();
+        msg.metadata_context = Some(Metadata {
+            filter_metadata: HashMap::from([("envoy.lb".to_string(), Struct { fields })]),
+            ..Default::default()
+        });
+        s.send(msg).await;
+        let r = s.recv().await.unwrap();
+        let want = served
+            .clone()
+            .unwrap_or_else(|| "fail: missing destination endpoint served metadata".into());
+        assert_eq!(
+            header(&set_headers(&r), "x-conformance-test-served-endpoint"),
+            Some(want.as_str())
+        );
+    }
+    h.stop().await;
+}

@@ -416,3 +416,33 @@ mod tests {
         assert_eq!(r.model, "a/b");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic the parser: they parse or give a 400.
+        #[test]
+        fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), path in "[/a-z]{0,24}") {
+            let body = Bytes::from(data);
+            if let Err(e) = parse(&body, &path) {
+                prop_assert_eq!(e.code, crate::extproc::error::Code::BadRequest);
+            }
+        }
+
+        /// A rewritten body parses back with the new model and the same prompt.
+        #[test]
+        fn rewrite_round_trips(model in "\\PC{0,16}", target in "\\PC{0,16}", prompt in "\\PC{0,64}") {
+            let doc = serde_json::json!({"model": model, "prompt": prompt, "n": 1});
+            let body = Bytes::from(serde_json::to_vec(&doc).unwrap());
+            let p = parse(&body, "/v1/completions").unwrap();
+            prop_assert_eq!(&p.model, &model);
+            let out = rewrite_model(&body, &p.model_span, &target);
+            let again = parse(&out, "/v1/completions").unwrap();
+            prop_assert_eq!(again.model, target);
+            prop_assert_eq!(again.prompt, p.prompt);
+        }
+    }
+}

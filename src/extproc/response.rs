@@ -335,3 +335,79 @@ mod tests {
         assert!(ModelNameRewriter::new("same", "same").is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the network splits a stream, the scanner finds the same usage as in one piece.
+        #[test]
+        fn sse_usage_is_split_invariant(
+            lines in proptest::collection::vec("[ -~]{0,40}", 0..8),
+            usage in proptest::option::of((0u64..100_000, 0u64..100_000)),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut text = String::new();
+            for l in &lines {
+                text.push_str("data: ");
+                text.push_str(l);
+                text.push('\n');
+            }
+            if let Some((p, c)) = usage {
+                text.push_str(&format!("data: {{\"usage\":{{\"prompt_tokens\":{p},\"completion_tokens\":{c}}}}}\n"));
+            }
+            let bytes = text.as_bytes();
+            let mut whole = SseUsageScanner::default();
+            whole.feed(bytes);
+            whole.finish();
+            let mut split = SseUsageScanner::default();
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut last = 0;
+            for p in points {
+                split.feed(&bytes[last..p]);
+                last = p;
+            }
+            split.feed(&bytes[last..]);
+            split.finish();
+            prop_assert_eq!(whole.usage(), split.usage());
+            if let Some((p, c)) = usage {
+                prop_assert_eq!(whole.usage(), Some(Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: 0 }));
+            }
+        }
+
+        /// The rewrite back does not depend on chunk boundaries, and bytes outside the pattern are kept.
+        #[test]
+        fn model_rewrite_is_split_invariant(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("\"model\":\"tgt\"".to_string()),
+                Just("\"model\": \"tgt\"".to_string()),
+                "[ -~]{0,12}",
+            ], 0..10),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let text: String = parts.concat();
+            let bytes = text.as_bytes();
+            let mut one = ModelNameRewriter::new("tgt", "in").unwrap();
+            let want = one.feed(bytes, true);
+            let mut r = ModelNameRewriter::new("tgt", "in").unwrap();
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut got = Vec::new();
+            let mut last = 0;
+            for p in points {
+                got.extend(r.feed(&bytes[last..p], false));
+                last = p;
+            }
+            got.extend(r.feed(&bytes[last..], true));
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn usage_from_json_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = usage_from_json(&data);
+        }
+    }
+}
