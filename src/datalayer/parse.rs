@@ -130,7 +130,8 @@ pub struct ParseStats {
 
 /// Receives what the parser finds. Only [`Visitor::wants`] and [`Visitor::sample`] are required.
 pub trait Visitor<'a> {
-    /// Whether the samples (and `# TYPE`) of the metric named `name` are of interest.
+    /// Whether the samples (and `# TYPE`) of the metric named `name` are of interest. Must give the
+    /// same answer for the same name throughout a parse (runs of a declined name are skipped).
     fn wants(&mut self, name: &str) -> bool;
     fn sample(&mut self, sample: Sample<'a>);
     /// A `# TYPE` line for a wanted name.
@@ -141,6 +142,7 @@ pub trait Visitor<'a> {
 pub fn parse<'a, V: Visitor<'a>>(input: &'a [u8], visitor: &mut V) -> ParseStats {
     let mut stats = ParseStats::default();
     let mut start = 0;
+    let mut declined: &[u8] = &[];
     while start < input.len() {
         let end = memchr::memchr(b'\n', &input[start..]).map_or(input.len(), |i| start + i);
         let mut line = &input[start..end];
@@ -160,13 +162,26 @@ pub fn parse<'a, V: Visitor<'a>>(input: &'a [u8], visitor: &mut V) -> ParseStats
             }
             continue;
         }
+        // Fast path: another sample of the family just declined (histogram buckets come in runs).
+        let n = declined.len();
+        if n > 0
+            && line.len() > n
+            && line.starts_with(declined)
+            && matches!(line[n], b'{' | b' ' | b'\t')
+        {
+            stats.skipped += 1;
+            continue;
+        }
         match sample_line(line, visitor) {
-            Ok(Some(s)) => {
+            Line::Sample(s) => {
                 stats.samples += 1;
                 visitor.sample(s);
             }
-            Ok(None) => stats.skipped += 1,
-            Err(()) => stats.bad_lines += 1,
+            Line::Declined(name_len) => {
+                stats.skipped += 1;
+                declined = &line[..name_len];
+            }
+            Line::Bad => stats.bad_lines += 1,
         }
     }
     stats
@@ -228,18 +243,35 @@ fn comment<'a, V: Visitor<'a>>(line: &'a [u8], visitor: &mut V) -> Result<(), ()
     Ok(())
 }
 
-/// A sample line; `Ok(None)` when the visitor does not want it.
-fn sample_line<'a, V: Visitor<'a>>(
+enum Line<'a> {
+    Sample(Sample<'a>),
+    /// Not wanted; the name is this long.
+    Declined(usize),
+    Bad,
+}
+
+/// A sample line.
+fn sample_line<'a, V: Visitor<'a>>(line: &'a [u8], visitor: &mut V) -> Line<'a> {
+    match sample_fields(line, visitor) {
+        Ok(Ok(s)) => Line::Sample(s),
+        Ok(Err(name_len)) => Line::Declined(name_len),
+        Err(()) => Line::Bad,
+    }
+}
+
+/// `Ok(Err(name_len))` when the visitor does not want the sample.
+#[allow(clippy::type_complexity)]
+fn sample_fields<'a, V: Visitor<'a>>(
     line: &'a [u8],
     visitor: &mut V,
-) -> Result<Option<Sample<'a>>, ()> {
+) -> Result<Result<Sample<'a>, usize>, ()> {
     let (name, mut i) = metric_name(line, 0).ok_or(())?;
     match line.get(i) {
         Some(b'{') | Some(b' ') | Some(b'\t') => {}
         _ => return Err(()),
     }
     if !visitor.wants(name) {
-        return Ok(None);
+        return Ok(Err(i));
     }
     let mut labels = "";
     i = skip_blanks(line, i);
@@ -268,7 +300,7 @@ fn sample_line<'a, V: Visitor<'a>>(
         let ts = std::str::from_utf8(&line[t..te]).map_err(|_| ())?;
         timestamp = Some(ts.parse::<i64>().map_err(|_| ())?);
     }
-    Ok(Some(Sample {
+    Ok(Ok(Sample {
         name,
         labels,
         value,
@@ -283,7 +315,7 @@ fn metric_name(b: &[u8], i: usize) -> Option<(&str, usize)> {
         return None;
     }
     let mut e = i + 1;
-    while e < b.len() && (is_label_char(b[e]) || b[e] == b':') {
+    while e < b.len() && is_metric_char(b[e]) {
         e += 1;
     }
     // ASCII by construction.
@@ -362,9 +394,30 @@ fn parse_value(b: &[u8]) -> Option<f64> {
     std::str::from_utf8(b).ok()?.parse::<f64>().ok()
 }
 
+/// Bit 0: may continue a label name (`[a-zA-Z0-9_]`); bit 1: may continue a metric name (also `:`).
+static NAME_CHARS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            t[c] = 3;
+        } else if b == b':' {
+            t[c] = 2;
+        }
+        c += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_label_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    NAME_CHARS[c as usize] & 1 != 0
+}
+
+#[inline]
+fn is_metric_char(c: u8) -> bool {
+    NAME_CHARS[c as usize] & 2 != 0
 }
 
 #[inline]
