@@ -7,6 +7,7 @@
 //! | `inference_pool_average_queue_size` | gauge | `name` |
 //! | `inference_pool_average_running_requests` | gauge | `name` |
 //! | `inference_pool_ready_pods` | gauge | `name` |
+//! | `inference_pool_per_pod_queue_size` | gauge | `name`, `model_server_pod` |
 //! | `inference_extension_model_server_scrape_duration_seconds` | histogram | `name` |
 //! | `inference_extension_model_server_scrape_errors_total` | counter | `name`, `endpoint`, `reason` |
 //! | `inference_extension_model_server_metrics_age_seconds` | gauge | `name`, `endpoint` |
@@ -37,6 +38,12 @@ pub struct PoolLabels {
 pub struct EndpointLabels {
     pub name: String,
     pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub name: String,
+    pub model_server_pod: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +103,7 @@ pub struct DataLayerMetrics {
     avg_queue: Family<PoolLabels, F64Gauge>,
     avg_running: Family<PoolLabels, F64Gauge>,
     ready_pods: Family<PoolLabels, Gauge>,
+    per_pod_queue: Family<PodLabels, Gauge>,
     scrape_duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
     scrape_errors: Family<ErrorLabels, Counter>,
     metrics_age: Family<EndpointLabels, F64Gauge>,
@@ -112,6 +120,7 @@ impl DataLayerMetrics {
             avg_queue: Family::default(),
             avg_running: Family::default(),
             ready_pods: Family::default(),
+            per_pod_queue: Family::default(),
             scrape_duration: Family::new_with_constructor(duration_histogram),
             scrape_errors: Family::default(),
             metrics_age: Family::default(),
@@ -138,6 +147,11 @@ impl DataLayerMetrics {
             "inference_pool_ready_pods",
             "The number of ready pods in the inference server pool (endpoints with fresh metrics).",
             self.ready_pods.clone(),
+        );
+        registry.register(
+            "inference_pool_per_pod_queue_size",
+            "The total number of requests pending in the model server queue for each underlying pod.",
+            self.per_pod_queue.clone(),
         );
         registry.register(
             "inference_extension_model_server_scrape_duration_seconds",
@@ -199,6 +213,9 @@ impl DataLayerMetrics {
                 self.metrics_age
                     .get_or_create(&self.endpoint_labels(&s.endpoint.name))
                     .set(age.as_secs_f64());
+                self.per_pod_queue
+                    .get_or_create(&self.pod_labels(&s.endpoint.name))
+                    .set(i64::try_from(m.waiting_queue_size).unwrap_or(i64::MAX));
             }
             if m.is_stale(now, staleness) {
                 continue;
@@ -215,6 +232,7 @@ impl DataLayerMetrics {
         self.ready_pods.get_or_create(&self.pool).set(i64::from(n));
         for name in departed {
             self.metrics_age.remove(&self.endpoint_labels(name));
+            self.per_pod_queue.remove(&self.pod_labels(name));
             for reason in [
                 ScrapeErrorReason::Connect,
                 ScrapeErrorReason::Timeout,
@@ -228,6 +246,13 @@ impl DataLayerMetrics {
                     reason,
                 });
             }
+        }
+    }
+
+    fn pod_labels(&self, endpoint: &str) -> PodLabels {
+        PodLabels {
+            name: self.pool.name.clone(),
+            model_server_pod: endpoint.to_string(),
         }
     }
 
@@ -289,6 +314,7 @@ mod tests {
             "inference_extension_model_server_metrics_age_seconds{name=\"pool-a\",endpoint=\"stale\"} 9.0",
             "inference_extension_model_server_metrics_age_seconds{name=\"pool-a\",endpoint=\"a\"} 1.0",
             "inference_extension_model_server_scrape_duration_seconds_count{name=\"pool-a\"} 1",
+            "inference_pool_per_pod_queue_size{name=\"pool-a\",model_server_pod=\"b\"} 4",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
@@ -308,5 +334,6 @@ mod tests {
         assert!(text.contains("inference_pool_average_queue_size{name=\"pool-a\"} 0.0"));
         assert!(!text.contains("endpoint=\"stale\""), "{text}");
         assert!(!text.contains("endpoint=\"a\""));
+        assert!(!text.contains("model_server_pod=\"a\""));
     }
 }
