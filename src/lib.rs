@@ -8,12 +8,15 @@
 //!   profile run and the built-in plugins. No I/O, no async; time and randomness are arguments.
 //! - [`config`]: the `EndpointPickerConfig` YAML: strict decoding that reports every error with its
 //!   field path, GIE's system defaults, and building a [`scheduling::Scheduler`] from it.
+//! - [`datalayer`]: scraping the model servers' Prometheus pages: our own tolerant text parser, the
+//!   vLLM / SGLang / trtllm-serve / Triton mappings, the per-endpoint scrape loop and its metrics.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod datalayer;
 pub mod discovery;
 pub mod extproc;
 pub mod pool;
