@@ -22,6 +22,22 @@ struct Block {
     in_free: bool,
 }
 
+/// A change to the set of cached blocks, as vLLM's KV events (`BlockStored` / `BlockRemoved`)
+/// report it, keyed by this engine's chained block hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvEvent {
+    /// A full block became resident under `hash`.
+    Stored {
+        /// The block's chained hash.
+        hash: u64,
+    },
+    /// The block cached under `hash` was evicted.
+    Removed {
+        /// The block's chained hash.
+        hash: u64,
+    },
+}
+
 /// The GPU's KV blocks.
 #[derive(Debug, Clone)]
 pub struct BlockPool {
@@ -30,6 +46,8 @@ pub struct BlockPool {
     tail: u32,
     num_free: u32,
     cached: HashMap<u64, u32, BuildU64Hasher>,
+    /// Recorded KV events, when enabled.
+    kv_events: Option<Vec<KvEvent>>,
 }
 
 impl BlockPool {
@@ -41,6 +59,7 @@ impl BlockPool {
             tail: NIL,
             num_free: 0,
             cached: HashMap::with_capacity_and_hasher(num_blocks as usize, BuildU64Hasher),
+            kv_events: None,
         };
         for i in 0..num_blocks {
             pool.blocks.push(Block {
@@ -102,8 +121,11 @@ impl BlockPool {
         }
         self.unlink(block);
         let b = &mut self.blocks[block as usize];
-        if let Some(h) = b.hash.take() {
-            self.cached.remove(&h);
+        if let Some(hash) = b.hash.take() {
+            self.cached.remove(&hash);
+            if let Some(ev) = &mut self.kv_events {
+                ev.push(KvEvent::Removed { hash });
+            }
         }
         b.ref_cnt = 1;
         Some(block)
@@ -130,6 +152,21 @@ impl BlockPool {
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
             e.insert(block);
             self.blocks[block as usize].hash = Some(hash);
+            if let Some(ev) = &mut self.kv_events {
+                ev.push(KvEvent::Stored { hash });
+            }
+        }
+    }
+
+    /// Starts (or stops, dropping what was recorded) recording [`KvEvent`]s.
+    pub fn record_kv_events(&mut self, on: bool) {
+        self.kv_events = on.then(Vec::new);
+    }
+
+    /// Moves the recorded KV events, oldest first, to the end of `out`.
+    pub fn drain_kv_events(&mut self, out: &mut Vec<KvEvent>) {
+        if let Some(ev) = &mut self.kv_events {
+            out.append(ev);
         }
     }
 
@@ -229,6 +266,24 @@ mod tests {
         assert_eq!(pool.num_free(), 0);
         pool.free_all(&[a]);
         assert_eq!(pool.num_free(), 1);
+    }
+
+    #[test]
+    fn kv_events_report_stores_and_evictions() {
+        let mut pool = BlockPool::new(1);
+        pool.record_kv_events(true);
+        let a = pool.allocate().unwrap();
+        pool.register(a, 1);
+        pool.free_all(&[a]);
+        pool.allocate().unwrap();
+        let mut out = Vec::new();
+        pool.drain_kv_events(&mut out);
+        assert_eq!(
+            out,
+            [KvEvent::Stored { hash: 1 }, KvEvent::Removed { hash: 1 }]
+        );
+        pool.drain_kv_events(&mut out);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

@@ -38,7 +38,8 @@
 //!
 //! # Layout
 //! - `config`: [`EngineConfig`], profiles, step-time coefficients.
-//! - `block_pool`: [`BlockPool`], ref-counted KV blocks, prefix cache, LRU free queue.
+//! - `block_pool`: [`BlockPool`], ref-counted KV blocks, prefix cache, LRU free queue, and the
+//!   opt-in [`KvEvent`] record ([`Engine::record_kv_events`]).
 //! - `scheduler`: [`Engine`], the step loop (running first, then waiting FCFS), preemption, LoRA.
 //! - `step_time`: [`StepWork`], the step-duration model.
 //! - `stats`: [`EngineStats`], what `/metrics` needs.
@@ -55,7 +56,7 @@ mod step_time;
 #[cfg(test)]
 mod tests;
 
-pub use block_pool::BlockPool;
+pub use block_pool::{BlockPool, KvEvent};
 pub use config::{EngineConfig, StepTimeCoeffs};
 pub use hash::{BuildU64Hasher, CHARS_PER_TOKEN, prompt_blocks};
 pub use scheduler::{Engine, RejectReason};

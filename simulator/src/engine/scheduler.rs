@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use super::block_pool::BlockPool;
+use super::block_pool::{BlockPool, KvEvent};
 use super::config::EngineConfig;
 use super::hash::{BuildU64Hasher, private_block_hash};
 use super::lora::Loras;
@@ -434,6 +434,17 @@ impl Engine {
     /// Names of the adapters loaded in GPU slots.
     pub fn resident_loras(&self) -> Vec<String> {
         self.loras.resident_names()
+    }
+
+    /// Starts or stops recording [`KvEvent`]s (off by default; costs nothing when off).
+    pub fn record_kv_events(&mut self, on: bool) {
+        self.pool.record_kv_events(on);
+    }
+
+    /// Moves the KV events recorded since the last call (e.g. once per step, as vLLM publishes
+    /// one batch per step) to the end of `out`.
+    pub fn drain_kv_events(&mut self, out: &mut Vec<KvEvent>) {
+        self.pool.drain_kv_events(out);
     }
 
     /// The block pool (read-only, for tests and diagnostics).

@@ -464,3 +464,21 @@ fn step_into_reuses_the_buffer() {
     assert_eq!(engine.step(Duration::ZERO).events.len(), 2);
     assert_eq!(engine.step(Duration::ZERO), Step::default());
 }
+
+#[test]
+fn kv_events_carry_the_request_block_hashes() {
+    let mut engine = Engine::new(small(64, 8192, 16));
+    engine.record_kv_events(true);
+    let mut now = Duration::ZERO;
+    engine.add_request(req(1, 1, 40, 1), now);
+    drain(&mut engine, &mut now);
+    let mut out = Vec::new();
+    engine.drain_kv_events(&mut out);
+    assert_eq!(
+        out,
+        [
+            KvEvent::Stored { hash: 1 << 32 },
+            KvEvent::Stored { hash: 1 << 32 | 1 }
+        ]
+    );
+}
