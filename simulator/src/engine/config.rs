@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Coefficients of the step-time model
-/// `T_step = t0 + a·P_new + b·Σ_decode ctx + c·Σ_prefill (q,k) pairs` (see [`super::step_time`]).
+/// `T_step = t0 + a·P_new + b·Σ_decode ctx + c·Σ_prefill (q,k) pairs` (see [`super::StepWork`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepTimeCoeffs {
     /// Fixed cost of one engine iteration (weights read, lm_head, sampling), seconds.
