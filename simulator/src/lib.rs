@@ -4,7 +4,17 @@
 //! - [`engine`]: the PURE model of one vLLM-like engine (continuous batching, chunked prefill,
 //!   KV block pool with prefix caching and preemption, LoRA slots, step-time model). Both the
 //!   live fake pods (real clock) and the discrete-event mode (virtual time) drive it.
+//! - [`pod`]: a fake model-server pod on a loopback address: OpenAI HTTP front, the engine
+//!   stepped in real time, and [`exposition`] pages in vLLM, SGLang, trtllm-serve or Triton format.
+//! - [`gateway`]: an Envoy-like ext_proc client that routes requests through an EPP.
+//! - [`workload`], [`load`], [`report`]: synthetic workloads, the load generator, and results.
 
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod exposition;
+pub mod gateway;
+pub mod load;
+pub mod pod;
+pub mod report;
+pub mod workload;
