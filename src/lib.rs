@@ -8,10 +8,14 @@
 //!   profile run and the built-in plugins. No I/O, no async; time and randomness are arguments.
 //! - [`config`]: the `EndpointPickerConfig` YAML: strict decoding that reports every error with its
 //!   field path, GIE's system defaults, and building a [`scheduling::Scheduler`] from it.
+//! - [`prefix`]: prefix-cache affinity: GIE-compatible prompt block hashing, the concurrent
+//!   block-hash → endpoints index with a bounded LRU per endpoint, and the
+//!   `approx-prefix-cache-producer` that feeds `prefix-cache-scorer`.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod pool;
+pub mod prefix;
 pub mod scheduling;

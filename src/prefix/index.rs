@@ -1,0 +1,447 @@
+//! The prefix index: which endpoints hold which chained block hashes.
+//!
+//! Layout (no global lock):
+//! - 64 shards, chosen by the hash's top bits, each a `RwLock<HashMap<hash, Holders>>`. Holders
+//!   are `(endpoint id, LRU slot)` pairs; one holder is stored inline, more go to a boxed vector.
+//! - One LRU per endpoint, behind its own mutex, capacity fixed when the endpoint is first
+//!   recorded (its `num_gpu_blocks`, else the configured default).
+//! - Endpoint names are interned to dense `u32` ids.
+//!
+//! Lock order: an endpoint's LRU mutex, then one shard lock at a time. Readers (matching) take
+//! only shard read locks. Only the holder of an endpoint's LRU mutex adds or removes that
+//! endpoint's holders, which is what keeps the map and the LRUs consistent.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::lru::Lru;
+
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// The keys are already xxh64 outputs; one multiply spreads them over hashbrown's position and
+/// tag bits, which a plain identity would not (the shard index uses the top bits).
+#[derive(Default, Clone, Copy)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type HashMapMix<V> = HashMap<u64, V, BuildHasherDefault<MixHasher>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    endpoint: u32,
+    slot: u32,
+}
+
+/// The endpoints holding one hash. 16 bytes: most hashes have one holder.
+#[derive(Debug)]
+enum Holders {
+    One(Holder),
+    // A thin pointer keeps the enum at 16 bytes (a `Vec` or `Box<[_]>` would make it 24 or 32),
+    // which matters more than the extra allocation on the rarer shared hashes.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Holder>>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[Holder] {
+        match self {
+            Self::One(h) => std::slice::from_ref(h),
+            Self::Many(v) => v,
+        }
+    }
+
+    fn find(&self, endpoint: u32) -> Option<u32> {
+        self.as_slice()
+            .iter()
+            .find(|h| h.endpoint == endpoint)
+            .map(|h| h.slot)
+    }
+
+    fn push(&mut self, h: Holder) {
+        match self {
+            Self::One(first) => *self = Self::Many(Box::new(vec![*first, h])),
+            Self::Many(v) => v.push(h),
+        }
+    }
+
+    /// Removes `endpoint`; returns true when nobody holds the hash any more.
+    fn remove(&mut self, endpoint: u32) -> bool {
+        match self {
+            Self::One(h) => h.endpoint == endpoint,
+            Self::Many(v) => {
+                v.retain(|h| h.endpoint != endpoint);
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        *self = Self::One(v[0]);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::One(_) => 0,
+            Self::Many(v) => {
+                std::mem::size_of::<Vec<Holder>>() + v.capacity() * std::mem::size_of::<Holder>()
+            }
+        }
+    }
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(RwLock<HashMapMix<Holders>>);
+
+struct EndpointLru {
+    lru: Lru,
+    /// Set when the endpoint is forgotten; a recorder that raced with the removal backs off.
+    removed: bool,
+}
+
+struct EndpointEntry {
+    id: u32,
+    lru: Mutex<EndpointLru>,
+}
+
+#[derive(Default)]
+struct EndpointTable {
+    ids: HashMap<Arc<str>, u32>,
+    by_id: Vec<Option<(Arc<str>, Arc<EndpointEntry>)>>,
+    free_ids: Vec<u32>,
+}
+
+/// Block hash → endpoints, with a bounded LRU per endpoint. Safe to share between threads.
+pub struct PrefixIndex {
+    shards: Box<[Shard]>,
+    endpoints: RwLock<EndpointTable>,
+    default_capacity: u64,
+    entries: AtomicUsize,
+}
+
+impl std::fmt::Debug for PrefixIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixIndex")
+            .field("entries", &self.len())
+            .field("endpoints", &self.endpoint_count())
+            .field("default_capacity", &self.default_capacity)
+            .finish()
+    }
+}
+
+#[inline]
+fn shard_of(hash: u64) -> usize {
+    (hash >> (64 - SHARD_BITS)) as usize
+}
+
+impl PrefixIndex {
+    /// An empty index whose endpoints hold `default_capacity` blocks each unless told otherwise
+    /// (GIE's `lruCapacityPerServer`, 31,250 by default).
+    pub fn new(default_capacity: u64) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            endpoints: RwLock::new(EndpointTable::default()),
+            default_capacity: default_capacity.max(1),
+            entries: AtomicUsize::new(0),
+        }
+    }
+
+    /// Indexed (block, endpoint) entries: the sum of every endpoint's LRU length. This is what
+    /// `inference_extension_prefix_indexer_size` reports.
+    pub fn len(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.read().ids.len()
+    }
+
+    /// Names of the endpoints the index holds blocks for.
+    pub fn endpoints(&self) -> Vec<String> {
+        let t = self.endpoints.read();
+        t.ids.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The LRU capacity of `endpoint`, once it has been recorded.
+    pub fn capacity_of(&self, endpoint: &str) -> Option<usize> {
+        let e = self.entry(endpoint)?;
+        Some(e.lru.lock().lru.capacity())
+    }
+
+    /// Blocks `endpoint` holds.
+    pub fn len_of(&self, endpoint: &str) -> usize {
+        self.entry(endpoint).map_or(0, |e| e.lru.lock().lru.len())
+    }
+
+    /// Whether `endpoint` holds `hash`.
+    pub fn holds(&self, endpoint: &str, hash: u64) -> bool {
+        let Some(e) = self.entry(endpoint) else {
+            return false;
+        };
+        let map = self.shards[shard_of(hash)].0.read();
+        map.get(&hash).and_then(|h| h.find(e.id)).is_some()
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<EndpointEntry>> {
+        let t = self.endpoints.read();
+        let id = *t.ids.get(name)?;
+        t.by_id[id as usize].as_ref().map(|(_, e)| e.clone())
+    }
+
+    fn entry_or_insert(&self, name: &str, capacity: u64) -> Arc<EndpointEntry> {
+        if let Some(e) = self.entry(name) {
+            return e;
+        }
+        let mut t = self.endpoints.write();
+        if let Some(&id) = t.ids.get(name)
+            && let Some((_, e)) = &t.by_id[id as usize]
+        {
+            return e.clone();
+        }
+        let id = match t.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                t.by_id.push(None);
+                (t.by_id.len() - 1) as u32
+            }
+        };
+        let cap = if capacity > 0 {
+            capacity
+        } else {
+            self.default_capacity
+        };
+        let entry = Arc::new(EndpointEntry {
+            id,
+            lru: Mutex::new(EndpointLru {
+                lru: Lru::new(u32::try_from(cap).unwrap_or(u32::MAX)),
+                removed: false,
+            }),
+        });
+        let name: Arc<str> = Arc::from(name);
+        t.ids.insert(name.clone(), id);
+        t.by_id[id as usize] = Some((name, entry.clone()));
+        entry
+    }
+
+    /// Records that `endpoint` now caches every block in `hashes`, most recent last (as GIE adds
+    /// them). `capacity` sets the endpoint's LRU size when this is its first record; 0 means the
+    /// default. Full LRUs evict their least recently used block, which also drops the endpoint
+    /// from that hash's holders.
+    pub fn record(&self, endpoint: &str, capacity: u64, hashes: &[u64]) {
+        if hashes.is_empty() {
+            return;
+        }
+        let entry = self.entry_or_insert(endpoint, capacity);
+        let id = entry.id;
+        let mut guard = entry.lru.lock();
+        if guard.removed {
+            return;
+        }
+        let lru = &mut guard.lru;
+        let mut added = 0usize;
+        for &h in hashes {
+            {
+                let mut map = self.shards[shard_of(h)].0.write();
+                match map.get_mut(&h) {
+                    Some(holders) => {
+                        if let Some(slot) = holders.find(id) {
+                            lru.touch(slot);
+                            continue;
+                        }
+                        if !lru.is_full() {
+                            let slot = lru.push_front(h);
+                            holders.push(Holder { endpoint: id, slot });
+                            added += 1;
+                            continue;
+                        }
+                    }
+                    None if !lru.is_full() => {
+                        let slot = lru.push_front(h);
+                        map.insert(h, Holders::One(Holder { endpoint: id, slot }));
+                        added += 1;
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            // Full: evict the least recently used block (under its own shard lock), then insert.
+            // Nobody else adds holders for this endpoint meanwhile: we hold its LRU.
+            if let Some(old) = lru.pop_back() {
+                self.remove_holder(old, id);
+            }
+            let slot = lru.push_front(h);
+            let holder = Holder { endpoint: id, slot };
+            let mut map = self.shards[shard_of(h)].0.write();
+            match map.get_mut(&h) {
+                Some(holders) => holders.push(holder),
+                None => {
+                    map.insert(h, Holders::One(holder));
+                }
+            }
+        }
+        if added > 0 {
+            self.entries.fetch_add(added, Ordering::Relaxed);
+        }
+    }
+
+    fn remove_holder(&self, hash: u64, endpoint: u32) {
+        let mut map = self.shards[shard_of(hash)].0.write();
+        if let Some(holders) = map.get_mut(&hash)
+            && holders.remove(endpoint)
+        {
+            map.remove(&hash);
+        }
+    }
+
+    /// GIE's `matchLongestPrefix`: walks `hashes` in order and stops at the first one no endpoint
+    /// holds; every endpoint holding a visited hash gets +1. An endpoint's count is therefore the
+    /// number of visited hashes it holds, even with gaps (e.g. after an eviction).
+    ///
+    /// `counts` is indexed by endpoint id (see [`Self::counts_for`]); returns how many hashes were
+    /// visited.
+    pub fn match_longest_prefix(&self, hashes: &[u64], counts: &mut Vec<u32>) -> usize {
+        counts.clear();
+        let mut visited = 0;
+        for &h in hashes {
+            let map = self.shards[shard_of(h)].0.read();
+            let Some(holders) = map.get(&h) else {
+                break;
+            };
+            for holder in holders.as_slice() {
+                let i = holder.endpoint as usize;
+                if i >= counts.len() {
+                    counts.resize(i + 1, 0);
+                }
+                counts[i] += 1;
+            }
+            visited += 1;
+        }
+        visited
+    }
+
+    /// Resolves the counts of [`Self::match_longest_prefix`] to endpoint names: `out[k]` is the
+    /// count of `names[k]`.
+    pub fn counts_for<'a>(
+        &self,
+        counts: &[u32],
+        names: impl IntoIterator<Item = &'a str>,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        if counts.iter().all(|&c| c == 0) {
+            out.extend(names.into_iter().map(|_| 0));
+            return;
+        }
+        let t = self.endpoints.read();
+        out.extend(names.into_iter().map(|n| {
+            t.ids
+                .get(n)
+                .and_then(|&id| counts.get(id as usize).copied())
+                .unwrap_or(0)
+        }));
+    }
+
+    /// Matched blocks per endpoint name, for tests and tools; the request path uses
+    /// [`Self::match_longest_prefix`] and [`Self::counts_for`] with reused buffers.
+    pub fn matches<'a>(
+        &self,
+        hashes: &[u64],
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<u32> {
+        let mut counts = Vec::new();
+        self.match_longest_prefix(hashes, &mut counts);
+        let mut out = Vec::new();
+        self.counts_for(&counts, names, &mut out);
+        out
+    }
+
+    /// Drops everything `endpoint` holds. Returns false when it held nothing.
+    pub fn forget(&self, endpoint: &str) -> bool {
+        let entry = {
+            let mut t = self.endpoints.write();
+            let Some(id) = t.ids.remove(endpoint) else {
+                return false;
+            };
+            match t.by_id[id as usize].take() {
+                Some((_, e)) => e,
+                None => return false,
+            }
+        };
+        let mut guard = entry.lru.lock();
+        guard.removed = true;
+        let n = guard.lru.len();
+        for h in guard.lru.hashes() {
+            self.remove_holder(h, entry.id);
+        }
+        guard.lru.clear();
+        drop(guard);
+        self.entries.fetch_sub(n, Ordering::Relaxed);
+        // The id is reusable only now that no holder refers to it.
+        self.endpoints.write().free_ids.push(entry.id);
+        true
+    }
+
+    /// Forgets every endpoint for which `keep` is false (endpoints that left the pool).
+    /// Returns how many were forgotten.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) -> usize {
+        let gone: Vec<Arc<str>> = {
+            let t = self.endpoints.read();
+            t.ids.keys().filter(|n| !keep(n)).cloned().collect()
+        };
+        gone.iter().filter(|n| self.forget(n)).count()
+    }
+
+    /// Bytes the index holds on the heap, from the data structures' allocated capacities: hash
+    /// map buckets (entry + control byte), multi-holder vectors, LRU slabs and the endpoint
+    /// table. Allocator overhead is not included; the memory example cross-checks with a
+    /// counting allocator.
+    pub fn heap_bytes(&self) -> usize {
+        let bucket = std::mem::size_of::<(u64, Holders)>() + 1;
+        let mut total = std::mem::size_of::<Shard>() * SHARDS;
+        for s in self.shards.iter() {
+            let map = s.0.read();
+            // hashbrown allocates a power of two of buckets, 7/8 of which are usable.
+            let buckets = if map.capacity() == 0 {
+                0
+            } else {
+                (map.capacity() * 8 / 7).next_power_of_two()
+            };
+            total += buckets * bucket;
+            total += map.values().map(Holders::heap_bytes).sum::<usize>();
+        }
+        let t = self.endpoints.read();
+        for (name, e) in t.by_id.iter().flatten() {
+            total += name.len() + std::mem::size_of::<EndpointEntry>() + 16;
+            total += e.lru.lock().lru.heap_bytes();
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests;
