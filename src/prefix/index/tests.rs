@@ -22,6 +22,15 @@ impl PrefixIndex {
         for s in self.shards.iter() {
             for holders in s.0.read().values() {
                 assert!(!holders.as_slice().is_empty());
+                if let Holders::Many(m) = holders {
+                    assert!(m.list.len() >= 2);
+                    assert!(m.list.windows(2).all(|w| w[0].endpoint < w[1].endpoint));
+                    let sum = m
+                        .list
+                        .iter()
+                        .fold(0u64, |a, x| a.wrapping_add(id_mix(x.endpoint)));
+                    assert_eq!(m.sum, sum);
+                }
                 for h in holders.as_slice() {
                     assert!(
                         t.by_id
@@ -202,4 +211,44 @@ fn memory_per_entry_is_small() {
 fn map_entries_are_compact() {
     assert_eq!(std::mem::size_of::<Holders>(), 16);
     assert_eq!(std::mem::size_of::<(u64, Holders)>(), 24);
+}
+
+/// The run-compressed matching agrees with a plain walk over `holds`, whatever the holder sets.
+#[test]
+fn matching_equals_a_naive_walk() {
+    let idx = PrefixIndex::new(60);
+    let names: Vec<String> = (0..12).map(|e| format!("ep-{e}")).collect();
+    let mut x = 0x1234_5678u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..400 {
+        let e = (next() % 12) as usize;
+        let start = next() % 30;
+        let len = 1 + next() % 40;
+        let req: Vec<u64> = (start..start + len).map(h).collect();
+        idx.record(&names[e], 0, &req);
+        if next() % 50 == 0 {
+            idx.forget(&names[(next() % 12) as usize]);
+        }
+        let probe: Vec<u64> = (0..70).map(h).collect();
+        let got = idx.matches(&probe, names.iter().map(String::as_str));
+        let mut want = vec![0u32; names.len()];
+        for &p in &probe {
+            let holders: Vec<usize> = (0..names.len())
+                .filter(|&k| idx.holds(&names[k], p))
+                .collect();
+            if holders.is_empty() {
+                break;
+            }
+            for k in holders {
+                want[k] += 1;
+            }
+        }
+        assert_eq!(got, want);
+    }
+    idx.assert_consistent();
 }
