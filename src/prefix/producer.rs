@@ -123,10 +123,12 @@ impl DataProducer for ApproxPrefixCacheProducer {
         let block_size = self.block_size(snapshot, candidates);
         let mut hashes = Vec::new();
         self.hash_request(request, block_size, &mut hashes);
-        let mut matched_blocks = vec![0u32; snapshot.len()];
+        // Left empty (which readers treat as all zeros) unless something matched.
+        let mut matched_blocks = Vec::new();
         if !hashes.is_empty() {
             let mut counts = Vec::new();
             if self.index.match_longest_prefix(&hashes, &mut counts) > 0 {
+                matched_blocks = vec![0u32; snapshot.len()];
                 let mut per_candidate = Vec::with_capacity(candidates.len());
                 self.index.counts_for(
                     &counts,

@@ -68,7 +68,8 @@ impl Request {
 /// prefix producer and read by `prefix-cache-scorer`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrefixMatchInfo {
-    /// Matched blocks, indexed like the endpoint snapshot.
+    /// Matched blocks, indexed like the endpoint snapshot; missing entries (an empty vector when
+    /// nothing matched) mean 0.
     pub matched_blocks: Vec<u32>,
     /// Blocks in the request's prompt.
     pub total_blocks: u32,
