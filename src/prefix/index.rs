@@ -5,7 +5,9 @@
 //!   are `(endpoint id, LRU slot)` pairs; one holder is stored inline, more go to a boxed vector.
 //! - One LRU per endpoint, behind its own mutex, capacity fixed when the endpoint is first
 //!   recorded (its `num_gpu_blocks`, else the configured default).
-//! - Endpoint names are interned to dense `u32` ids.
+//! - Endpoint names are interned to dense `u32` ids in a table published copy-on-write
+//!   (`ArcSwap`): the request path reads it without a lock; it changes only when an endpoint is
+//!   first recorded or forgotten.
 //!
 //! Lock order: an endpoint's LRU mutex, then one shard lock at a time. Readers (matching) take
 //! only shard read locks. Only the holder of an endpoint's LRU mutex adds or removes that
@@ -16,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
 use super::lru::Lru;
@@ -194,7 +197,7 @@ struct EndpointEntry {
     lru: Mutex<EndpointLru>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct EndpointTable {
     ids: HashMap<Arc<str>, u32, BuildHasherDefault<NameHasher>>,
     by_id: Vec<Option<(Arc<str>, Arc<EndpointEntry>)>>,
@@ -204,7 +207,9 @@ struct EndpointTable {
 /// Block hash → endpoints, with a bounded LRU per endpoint. Safe to share between threads.
 pub struct PrefixIndex {
     shards: Box<[Shard]>,
-    endpoints: RwLock<EndpointTable>,
+    endpoints: ArcSwap<EndpointTable>,
+    /// Serialises table writers (new and forgotten endpoints).
+    table_write: Mutex<()>,
     default_capacity: u64,
     entries: AtomicUsize,
 }
@@ -230,7 +235,8 @@ impl PrefixIndex {
     pub fn new(default_capacity: u64) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            endpoints: RwLock::new(EndpointTable::default()),
+            endpoints: ArcSwap::from_pointee(EndpointTable::default()),
+            table_write: Mutex::new(()),
             default_capacity: default_capacity.max(1),
             entries: AtomicUsize::new(0),
         }
@@ -247,12 +253,12 @@ impl PrefixIndex {
     }
 
     pub fn endpoint_count(&self) -> usize {
-        self.endpoints.read().ids.len()
+        self.endpoints.load().ids.len()
     }
 
     /// Names of the endpoints the index holds blocks for.
     pub fn endpoints(&self) -> Vec<String> {
-        let t = self.endpoints.read();
+        let t = self.endpoints.load();
         t.ids.keys().map(|k| k.to_string()).collect()
     }
 
@@ -277,7 +283,7 @@ impl PrefixIndex {
     }
 
     fn entry(&self, name: &str) -> Option<Arc<EndpointEntry>> {
-        let t = self.endpoints.read();
+        let t = self.endpoints.load();
         let id = *t.ids.get(name)?;
         t.by_id[id as usize].as_ref().map(|(_, e)| e.clone())
     }
@@ -286,7 +292,8 @@ impl PrefixIndex {
         if let Some(e) = self.entry(name) {
             return e;
         }
-        let mut t = self.endpoints.write();
+        let _w = self.table_write.lock();
+        let mut t = EndpointTable::clone(&self.endpoints.load());
         if let Some(&id) = t.ids.get(name)
             && let Some((_, e)) = &t.by_id[id as usize]
         {
@@ -314,6 +321,7 @@ impl PrefixIndex {
         let name: Arc<str> = Arc::from(name);
         t.ids.insert(name.clone(), id);
         t.by_id[id as usize] = Some((name, entry.clone()));
+        self.endpoints.store(Arc::new(t));
         entry
     }
 
@@ -395,7 +403,7 @@ impl PrefixIndex {
     /// visited.
     pub fn match_longest_prefix(&self, hashes: &[u64], counts: &mut Vec<u32>) -> usize {
         counts.clear();
-        counts.resize(self.endpoints.read().by_id.len(), 0);
+        counts.resize(self.endpoints.load().by_id.len(), 0);
         // Consecutive hashes usually have the same holders (a prefix cached on the same
         // endpoints), so counts are added per run of equal holder sets, not per hash: with 512
         // endpoints sharing a system prompt this is 512 additions instead of 512 per block.
@@ -446,7 +454,7 @@ impl PrefixIndex {
             out.extend(names.into_iter().map(|_| 0));
             return;
         }
-        let t = self.endpoints.read();
+        let t = self.endpoints.load();
         out.extend(names.into_iter().map(|n| {
             t.ids
                 .get(n)
@@ -472,14 +480,16 @@ impl PrefixIndex {
     /// Drops everything `endpoint` holds. Returns false when it held nothing.
     pub fn forget(&self, endpoint: &str) -> bool {
         let entry = {
-            let mut t = self.endpoints.write();
+            let _w = self.table_write.lock();
+            let mut t = EndpointTable::clone(&self.endpoints.load());
             let Some(id) = t.ids.remove(endpoint) else {
                 return false;
             };
-            match t.by_id[id as usize].take() {
-                Some((_, e)) => e,
-                None => return false,
-            }
+            let Some((_, e)) = t.by_id[id as usize].take() else {
+                return false;
+            };
+            self.endpoints.store(Arc::new(t));
+            e
         };
         let mut guard = entry.lru.lock();
         guard.removed = true;
@@ -491,7 +501,10 @@ impl PrefixIndex {
         drop(guard);
         self.entries.fetch_sub(n, Ordering::Relaxed);
         // The id is reusable only now that no holder refers to it.
-        self.endpoints.write().free_ids.push(entry.id);
+        let _w = self.table_write.lock();
+        let mut t = EndpointTable::clone(&self.endpoints.load());
+        t.free_ids.push(entry.id);
+        self.endpoints.store(Arc::new(t));
         true
     }
 
@@ -499,7 +512,7 @@ impl PrefixIndex {
     /// Returns how many were forgotten.
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) -> usize {
         let gone: Vec<Arc<str>> = {
-            let t = self.endpoints.read();
+            let t = self.endpoints.load();
             t.ids.keys().filter(|n| !keep(n)).cloned().collect()
         };
         gone.iter().filter(|n| self.forget(n)).count()
@@ -523,7 +536,7 @@ impl PrefixIndex {
             total += buckets * bucket;
             total += map.values().map(Holders::heap_bytes).sum::<usize>();
         }
-        let t = self.endpoints.read();
+        let t = self.endpoints.load();
         for (name, e) in t.by_id.iter().flatten() {
             total += name.len() + std::mem::size_of::<EndpointEntry>() + 16;
             total += e.lru.lock().lru.heap_bytes();

@@ -5,7 +5,7 @@ use super::*;
 impl PrefixIndex {
     /// Checks that the hash map and the LRUs agree exactly, and that `len()` is their size.
     fn assert_consistent(&self) {
-        let t = self.endpoints.read();
+        let t = self.endpoints.load();
         let mut from_lrus = 0;
         for (name, e) in t.by_id.iter().flatten() {
             let g = e.lru.lock();
