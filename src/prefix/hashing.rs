@@ -139,7 +139,9 @@ pub struct BlockHasher {
 impl BlockHasher {
     pub fn new(block_size_tokens: u32, max_blocks: u32) -> Self {
         Self {
-            chars_per_block: (block_size_tokens as usize).max(1) * CHARS_PER_TOKEN,
+            chars_per_block: (block_size_tokens as usize)
+                .max(1)
+                .saturating_mul(CHARS_PER_TOKEN),
             max_blocks: max_blocks as usize,
         }
     }

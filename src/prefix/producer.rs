@@ -184,9 +184,10 @@ impl PreRequest for ApproxPrefixCacheProducer {
         }
         let bytes_per_block = u64::from(info.block_size_tokens) * CHARS_PER_TOKEN as u64;
         let matched = info.matched_blocks.get(primary).copied().unwrap_or(0);
+        // Saturating: the block size comes from scraped metrics and may be absurd.
         self.metrics.observe_match(
-            u64::from(matched) * bytes_per_block,
-            u64::from(info.total_blocks) * bytes_per_block,
+            u64::from(matched).saturating_mul(bytes_per_block),
+            u64::from(info.total_blocks).saturating_mul(bytes_per_block),
         );
     }
 }

@@ -270,3 +270,41 @@ fn token_load_steers_away_and_release_restores() {
     assert_eq!(built.inflight_producers[0].load_of(&name1).requests, 0);
     assert_eq!(built.inflight_producers[0].in_flight(), 1);
 }
+
+#[test]
+fn absurd_block_size_metrics_do_not_panic() {
+    let p = ApproxPrefixCacheProducer::new(PrefixSettings::default(), PrefixMetrics::new());
+    let snap = pool(2, |_| EndpointMetrics {
+        cache_block_size: u32::MAX,
+        cache_num_blocks: u64::MAX,
+        ..Default::default()
+    });
+    let req = request("r", &long_prompt(3));
+    let mut state = CycleState::default();
+    p.produce(&req, &snap, &[0, 1], Timestamp::ZERO, &mut state);
+    let info = state.prefix.clone().expect("filled");
+    assert_eq!(
+        info.total_blocks, 0,
+        "a prompt shorter than one (huge) block"
+    );
+    let result = SchedulingResult {
+        profile_results: vec![(
+            "default".into(),
+            ProfileResult {
+                targets: vec![ScoredEndpoint {
+                    index: 0,
+                    score: 1.0,
+                }],
+                scores: vec![],
+            },
+        )],
+        primary: 0,
+    };
+    let ctx = SchedulingContext {
+        request: &req,
+        snapshot: &snap,
+        state: &state,
+        now: Timestamp::ZERO,
+    };
+    p.pre_request(&ctx, &result);
+}
