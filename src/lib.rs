@@ -15,7 +15,12 @@
 //!   the request path reads lock-free snapshots.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
+pub mod discovery;
+pub mod extproc;
 pub mod pool;
 pub mod prefix;
 pub mod scheduling;
+pub mod server;
+pub mod telemetry;

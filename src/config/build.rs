@@ -115,6 +115,23 @@ fn handler_of(spec: &PluginSpec) -> Option<Arc<dyn ProfileHandler>> {
 }
 
 impl EndpointPickerConfig {
+    /// The saturation detector that admission consults, when it can judge on its own. The
+    /// concurrency detector needs in-flight tracking from the request path, so it is not
+    /// available here.
+    pub fn build_saturation_detector(
+        &self,
+    ) -> Option<Arc<dyn crate::scheduling::SaturationDetector>> {
+        match &self.plugin(self.saturation_detector).spec {
+            PluginSpec::UtilizationDetector(p) => Some(Arc::new(UtilizationFilter {
+                queue_depth_threshold: p.queue_depth_threshold,
+                kv_cache_util_threshold: p.kv_cache_util_threshold,
+                metrics_staleness_threshold: p.metrics_staleness_threshold,
+                headroom: p.headroom,
+            })),
+            _ => None,
+        }
+    }
+
     /// The scheduler this configuration describes, without the plugin handles.
     pub fn build_scheduler(&self) -> Scheduler {
         self.build().scheduler

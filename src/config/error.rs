@@ -29,20 +29,24 @@ impl ConfigErrors {
     pub fn messages(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
     }
+
+    /// `invalid <what> (N errors):` followed by one error per line.
+    pub fn render(&self, what: &str) -> String {
+        let n = self.0.len();
+        let mut s = format!(
+            "invalid {what} ({n} error{}):",
+            if n == 1 { "" } else { "s" }
+        );
+        for e in &self.0 {
+            s.push_str(&format!("\n  - {e}"));
+        }
+        s
+    }
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        write!(
-            f,
-            "invalid EndpointPickerConfig ({n} error{}):",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for e in &self.0 {
-            write!(f, "\n  - {e}")?;
-        }
-        Ok(())
+        f.write_str(&self.render("EndpointPickerConfig"))
     }
 }
 

@@ -23,8 +23,8 @@ pub use endpoint::{Endpoint, EndpointMetrics, EndpointSnapshot, EndpointState};
 pub use error::SchedulingError;
 pub use plugin::{
     DataProducer, Filter, Picker, PreRequest, ProfileHandler, ProfileOutcomes, ProfileResult,
-    ResponseComplete, SchedulerRng, SchedulingContext, SchedulingResult, ScoredEndpoint, Scorer,
-    ScorerCategory, Usage,
+    ResponseComplete, SaturationDetector, SchedulerRng, SchedulingContext, SchedulingResult,
+    ScoredEndpoint, Scorer, ScorerCategory, Usage,
 };
 pub use profile::{NamedFilter, SchedulerProfile, WeightedScorer};
 pub use request::{CycleState, DEFAULT_FAIRNESS_ID, EndpointLoad, PrefixMatchInfo, Request};

@@ -73,6 +73,13 @@ pub trait Picker: Send + Sync {
     fn pick(&self, scored: &[ScoredEndpoint], rng: &mut SchedulerRng) -> Vec<ScoredEndpoint>;
 }
 
+/// How saturated the pool is: 0 idle, ≥ 1.0 saturated. Drives admission of sheddable requests
+/// and, with flow control, when queued requests are dispatched.
+pub trait SaturationDetector: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn saturation(&self, snapshot: &EndpointSnapshot, candidates: &[usize], now: Timestamp) -> f64;
+}
+
 /// What one profile produced: its targets in order and the score of every candidate it scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileResult {

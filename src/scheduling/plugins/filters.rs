@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use crate::scheduling::plugin::{Filter, SchedulerRng, SchedulingContext};
+use crate::scheduling::plugin::{Filter, SaturationDetector, SchedulerRng, SchedulingContext};
+use crate::scheduling::{EndpointSnapshot, Timestamp};
 
 // === impl HeaderBasedTestingFilter ===
 
@@ -135,6 +136,34 @@ impl Filter for UtilizationFilter {
         if candidates.iter().any(|&i| ok(i)) {
             candidates.retain(|&i| ok(i));
         }
+    }
+}
+
+impl SaturationDetector for UtilizationFilter {
+    fn type_name(&self) -> &'static str {
+        "utilization-detector"
+    }
+
+    /// Mean over the candidates of `max(queue / Q, kv / KV)`; an endpoint with stale or missing
+    /// metrics counts as fully saturated, and so does an empty candidate list.
+    fn saturation(&self, snapshot: &EndpointSnapshot, candidates: &[usize], now: Timestamp) -> f64 {
+        if candidates.is_empty() {
+            return 1.0;
+        }
+        let q = self.queue_depth_threshold.max(1) as f64;
+        let kv = self.kv_cache_util_threshold;
+        let total: f64 = candidates
+            .iter()
+            .map(|&i| {
+                let m = &snapshot.get(i).metrics;
+                if m.is_stale(now, self.metrics_staleness_threshold) {
+                    1.0
+                } else {
+                    (m.waiting_queue_size as f64 / q).max(m.kv_cache_usage / kv)
+                }
+            })
+            .sum();
+        total / candidates.len() as f64
     }
 }
 
@@ -296,6 +325,43 @@ mod tests {
         let mut c = vec![1, 2, 3];
         f.filter(&ctx_at(&req, &snap, &state, now), &mut c, &mut rng());
         assert_eq!(c, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn utilization_saturation_is_mean_of_worst_ratio() {
+        let mut ms = vec![metrics(5, 0.4), metrics(0, 0.8), metrics(1, 0.0)];
+        for m in &mut ms[..2] {
+            m.updated_at = Some(Timestamp::from_millis(900));
+        }
+        ms[2].updated_at = None; // never scraped: saturated
+        let snap = snapshot(ms);
+        let d = UtilizationFilter {
+            queue_depth_threshold: 5,
+            kv_cache_util_threshold: 0.8,
+            metrics_staleness_threshold: Duration::from_millis(200),
+            headroom: 0.0,
+        };
+        let now = Timestamp::from_millis(1_000);
+        // max(5/5, 0.4/0.8) = 1, max(0, 0.8/0.8) = 1, stale = 1 → 1.0
+        assert_eq!(d.saturation(&snap, &[0, 1, 2], now), 1.0);
+        assert_eq!(d.saturation(&snap, &[], now), 1.0);
+        let idle = snapshot(vec![Default::default(); 2]);
+        let fresh = EndpointSnapshot::new(
+            idle.endpoints()
+                .iter()
+                .map(|e| crate::scheduling::EndpointState {
+                    endpoint: e.endpoint.clone(),
+                    metrics: std::sync::Arc::new(crate::scheduling::EndpointMetrics {
+                        waiting_queue_size: 1,
+                        kv_cache_usage: 0.2,
+                        updated_at: Some(now),
+                        ..Default::default()
+                    }),
+                })
+                .collect(),
+        );
+        // max(1/5, 0.2/0.8) = 0.25 each
+        assert!((d.saturation(&fresh, &[0, 1], now) - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The listeners: ext_proc gRPC (TLS by default), gRPC health, and Prometheus `/metrics`; and a
+//! graceful stop that lets open streams finish.
+
+pub mod health;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::extproc::{Director, ExtProcService};
+use health::{HealthService, Readiness};
+use tls::CertPair;
+
+/// Listeners bound by the caller, so tests can bind port 0 and read the ports back.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub health: TcpListener,
+    pub metrics: TcpListener,
+}
+
+pub struct ServeOptions {
+    /// `None` serves plaintext (`--secure-serving=false`).
+    pub tls: Option<CertPair>,
+    /// Also answer `grpc.health.v1` on the ext_proc port (`--health-checking`).
+    pub health_on_grpc_port: bool,
+    /// How long open streams may run after a stop signal.
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("ext_proc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("metrics server: {0}")]
+    Metrics(#[from] std::io::Error),
+}
+
+/// Serves until `stop` resolves, then drains open ext_proc streams for up to `grace`.
+pub async fn serve(
+    listeners: Listeners,
+    director: Arc<Director>,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    opts: ServeOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // gRPC health on its own port (plaintext, as GIE).
+    let health_svc = HealthService::new(readiness.clone());
+    let health_incoming = TcpIncoming::from(listeners.health).with_nodelay(Some(true));
+    let health_task = tokio::spawn(
+        Server::builder()
+            .add_service(health_svc.clone().into_server())
+            .serve_with_incoming_shutdown(health_incoming, signal(stop_rx.clone())),
+    );
+
+    // Prometheus metrics.
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    crate::telemetry::encode(&registry),
+                )
+            }
+        }),
+    );
+    let metrics_task = tokio::spawn(
+        axum::serve(listeners.metrics, app)
+            .with_graceful_shutdown(signal(stop_rx.clone()))
+            .into_future(),
+    );
+
+    // ext_proc.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(pair) = &opts.tls {
+        builder = builder.tls_config(tls::server_config(pair))?;
+    }
+    let grpc_incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let router = builder
+        .add_service(ExtProcService::new(director).into_server())
+        .add_optional_service(opts.health_on_grpc_port.then(|| health_svc.into_server()));
+    let mut grpc_task =
+        tokio::spawn(router.serve_with_incoming_shutdown(grpc_incoming, signal(stop_rx.clone())));
+
+    // Run until stopped (or until a server fails).
+    let mut rx = stop_rx.clone();
+    tokio::select! {
+        _ = rx.wait_for(|s| *s) => {}
+        res = &mut grpc_task => {
+            readiness.set(false);
+            return match res {
+                Ok(r) => r.map_err(ServeError::from),
+                Err(e) => Err(ServeError::Metrics(std::io::Error::other(e))),
+            };
+        }
+    }
+    readiness.set(false);
+    tracing::info!(grace = ?opts.grace, "stopping: draining open streams");
+    match tokio::time::timeout(opts.grace, &mut grpc_task).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => return Err(ServeError::Metrics(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!("grace period over: closing the remaining streams");
+            grpc_task.abort();
+        }
+    }
+    health_task.abort();
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), metrics_task).await {
+        return Err(ServeError::Metrics(e));
+    }
+    Ok(())
+}
