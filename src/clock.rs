@@ -32,3 +32,11 @@ impl Clock {
         Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
+
+impl Clock {
+    /// The same clock as the closure the data layer takes.
+    pub fn as_fn(&self) -> crate::datalayer::collector::Clock {
+        let c = *self;
+        std::sync::Arc::new(move || c.now())
+    }
+}

@@ -8,6 +8,8 @@
 //!   profile run and the built-in plugins. No I/O, no async; time and randomness are arguments.
 //! - [`config`]: the `EndpointPickerConfig` YAML: strict decoding that reports every error with its
 //!   field path, GIE's system defaults, and building a [`scheduling::Scheduler`] from it.
+//! - [`datalayer`]: scraping the model servers' Prometheus pages: our own tolerant text parser, the
+//!   vLLM / SGLang / trtllm-serve / Triton mappings, the per-endpoint scrape loop and its metrics.
 //! - [`prefix`]: prefix-cache affinity: GIE-compatible prompt block hashing, the concurrent
 //!   block-hash → endpoints index with a bounded LRU per endpoint, and the
 //!   `approx-prefix-cache-producer` that feeds `prefix-cache-scorer`.
@@ -17,6 +19,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod datalayer;
 pub mod discovery;
 pub mod extproc;
 pub mod pool;

@@ -11,6 +11,8 @@ use clap::{ArgAction, CommandFactory, Parser};
 use prometheus_client::registry::Registry;
 use switchyard::clock::Clock;
 use switchyard::config::{self, EndpointPickerConfig, PluginSpec};
+use switchyard::datalayer::collector::{Collector, CollectorConfig};
+use switchyard::datalayer::metrics::DataLayerMetrics;
 use switchyard::discovery::{self, Datastore};
 use switchyard::extproc::{Director, ExtProcOptions};
 use switchyard::pool::EndpointPool;
@@ -383,10 +385,31 @@ async fn run(cli: Cli) -> Result<()> {
     }
     tracing::info!(endpoints = pool.snapshot().len(), "endpoints loaded");
 
-    // Request path.
+    // Request path and metrics collection, on one clock.
+    let clock = Clock::new();
     let metrics = Arc::new(RequestMetrics::new());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let pool_name = if cli.pool_name.is_empty() {
+        "switchyard".to_string()
+    } else {
+        cli.pool_name.clone()
+    };
+    let collector = match CollectorConfig::from_config(&cfg, &pool_name) {
+        Some(mut cc) => {
+            cc.refresh_interval = cli.refresh_metrics_interval;
+            cc.staleness_threshold = cli.metrics_staleness_threshold;
+            cc.prometheus_refresh_interval = cli.refresh_prometheus_metrics_interval;
+            apply_deprecated_metrics_flags(&cli, &mut cc, &pool.snapshot());
+            let dm = DataLayerMetrics::new(&pool_name);
+            dm.register(&mut registry);
+            Some(Collector::spawn(pool.clone(), cc, clock.as_fn(), dm)?)
+        }
+        None => {
+            tracing::warn!("metrics collection is disabled: scorers see no queue or KV data");
+            None
+        }
+    };
     let pool_namespace = if cli.pool_namespace.is_empty() {
         std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into())
     } else {
@@ -415,7 +438,7 @@ async fn run(cli: Cli) -> Result<()> {
         saturation,
         metrics,
         opts,
-        Clock::new(),
+        clock,
     ));
 
     let tls = if cli.secure_serving {
@@ -450,8 +473,48 @@ async fn run(cli: Cli) -> Result<()> {
         stop,
     )
     .await?;
+    if let Some(c) = collector {
+        c.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The deprecated `--model-server-metrics-*` flags still set the data source when its parameters
+/// were left at their defaults (GIE: parameters > changed flag > default). The metrics port
+/// applies only when every endpoint serves on one port, as GIE requires one target port.
+fn apply_deprecated_metrics_flags(
+    cli: &Cli,
+    cc: &mut CollectorConfig,
+    snapshot: &switchyard::scheduling::EndpointSnapshot,
+) {
+    let defaults = config::params::MetricsSourceParams::default();
+    if let Some(s) = &cli.model_server_metrics_scheme
+        && cc.source.scheme == defaults.scheme
+    {
+        cc.source.scheme = s.clone();
+    }
+    if let Some(p) = &cli.model_server_metrics_path
+        && cc.source.path == defaults.path
+    {
+        cc.source.path = p.clone();
+    }
+    if let Some(v) = cli.model_server_metrics_https_insecure_skip_verify
+        && cc.source.insecure_skip_verify == defaults.insecure_skip_verify
+    {
+        cc.source.insecure_skip_verify = v;
+    }
+    if let Some(port) = cli.model_server_metrics_port.filter(|p| *p > 0) {
+        let mut ports = snapshot.endpoints().iter().map(|e| e.endpoint.port);
+        let first = ports.next();
+        if first.is_some() && ports.all(|p| Some(p) == first) {
+            cc.metrics_port = Some(port);
+        } else {
+            tracing::warn!(
+                "--model-server-metrics-port is ignored: endpoints serve on several ports"
+            );
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -244,3 +244,79 @@ async fn tls_is_on_by_default_with_a_self_signed_certificate_and_h2() {
     let (status, log) = p.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// Serves a fixed vLLM `/metrics` page on `ip:0` (any path answers the page).
+async fn metrics_server(ip: &str, page: String) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else {
+                return;
+            };
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{page}",
+                        page.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn scraped_metrics_steer_the_pick() {
+    use switchyard::datalayer::fake::{EngineState, VllmPage};
+    let page = |waiting: u64, kv: f64| {
+        VllmPage {
+            engines: vec![EngineState {
+                waiting,
+                running: 4,
+                kv_usage: kv,
+            }],
+            ..Default::default()
+        }
+        .render()
+    };
+    let busy = metrics_server("127.0.0.41", page(20, 0.9)).await;
+    let idle = metrics_server("127.0.0.42", page(0, 0.1)).await;
+    let p = Proc::start(&[
+        "--secure-serving=false",
+        "--static-endpoints",
+        &format!("{busy},{idle}"),
+    ]);
+    // Before the first scrape every endpoint ties; once scraped, the idle one wins every time.
+    let mut streak = 0;
+    for _ in 0..400 {
+        if pick(p.grpc).await == idle.to_string() {
+            streak += 1;
+            if streak == 20 {
+                break;
+            }
+        } else {
+            streak = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(streak, 20, "picks did not follow the scraped metrics");
+    let (status, log) = p.terminate();
+    assert!(status.success(), "{log}");
+}
