@@ -10,6 +10,9 @@
 //!   field path, GIE's system defaults, and building a [`scheduling::Scheduler`] from it.
 //! - [`datalayer`]: scraping the model servers' Prometheus pages: our own tolerant text parser, the
 //!   vLLM / SGLang / trtllm-serve / Triton mappings, the per-endpoint scrape loop and its metrics.
+//! - [`prefix`]: prefix-cache affinity: GIE-compatible prompt block hashing, the concurrent
+//!   block-hash → endpoints index with a bounded LRU per endpoint, and the
+//!   `approx-prefix-cache-producer` that feeds `prefix-cache-scorer`.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.
 #![forbid(unsafe_code)]
@@ -20,6 +23,7 @@ pub mod datalayer;
 pub mod discovery;
 pub mod extproc;
 pub mod pool;
+pub mod prefix;
 pub mod scheduling;
 pub mod server;
 pub mod telemetry;

@@ -3,13 +3,57 @@
 
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
+
 use super::model::EndpointPickerConfig;
+use super::params::PrefixProducerParams;
 use super::registry::PluginSpec;
+use crate::prefix::PrefixMetrics;
+use crate::prefix::producer::{ApproxPrefixCacheProducer, PrefixSettings};
 use crate::scheduling::plugins::*;
 use crate::scheduling::{
-    Filter, NamedFilter, Picker, ProfileHandler, Scheduler, SchedulerProfile, Scorer,
-    WeightedScorer,
+    DataProducer, Filter, NamedFilter, Picker, PreRequest, ProfileHandler, ResponseComplete,
+    Scheduler, SchedulerProfile, Scorer, WeightedScorer,
 };
+
+/// A built scheduler plus handles on its stateful plugins, which the server needs besides
+/// decisions: metrics to register and endpoints to forget when they leave the pool.
+pub struct BuiltScheduler {
+    pub scheduler: Scheduler,
+    pub prefix_producers: Vec<Arc<ApproxPrefixCacheProducer>>,
+    pub inflight_producers: Vec<Arc<InflightLoadProducer>>,
+    /// Shared by every prefix producer; registered once.
+    pub prefix_metrics: PrefixMetrics,
+}
+
+impl BuiltScheduler {
+    /// Registers the prefix indexer metrics (GIE registers them whether or not a producer runs).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.prefix_metrics.register(registry);
+    }
+
+    /// Forgets every endpoint for which `keep` is false in the prefix indexes and the in-flight
+    /// counters; call it when endpoints leave the pool.
+    pub fn retain_endpoints(&self, keep: impl Fn(&str) -> bool) {
+        for p in &self.prefix_producers {
+            p.retain_endpoints(&keep);
+        }
+        for p in &self.inflight_producers {
+            p.retain_endpoints(&keep);
+        }
+    }
+}
+
+impl From<&PrefixProducerParams> for PrefixSettings {
+    fn from(p: &PrefixProducerParams) -> Self {
+        Self {
+            auto_tune: p.auto_tune,
+            block_size_tokens: p.block_size_tokens,
+            max_blocks: p.max_blocks(),
+            lru_capacity_per_server: p.lru_capacity_per_server,
+        }
+    }
+}
 
 fn filter_of(spec: &PluginSpec) -> Option<Arc<dyn Filter>> {
     Some(match spec {
@@ -88,10 +132,15 @@ impl EndpointPickerConfig {
         }
     }
 
-    /// The scheduler this configuration describes. Data producers (prefix index, in-flight load)
-    /// attach here as they are built; until one runs, its consumers see no data (prefix score 0,
-    /// no load), exactly as GIE scores without a producer.
+    /// The scheduler this configuration describes, without the plugin handles.
     pub fn build_scheduler(&self) -> Scheduler {
+        self.build().scheduler
+    }
+
+    /// The scheduler with its data producers (prefix index, in-flight load) and their
+    /// pre-request and response-complete hooks. Producers consume no other producer's data, so
+    /// any order satisfies their dependencies; they run in definition order.
+    pub fn build(&self) -> BuiltScheduler {
         let n = self.plugins.len();
         let mut filters: Vec<Option<Arc<dyn Filter>>> = vec![None; n];
         let mut scorers: Vec<Option<Arc<dyn Scorer>>> = vec![None; n];
@@ -129,6 +178,43 @@ impl EndpointPickerConfig {
             .collect();
         let handler = handler_of(&self.plugin(self.profile_handler).spec)
             .expect("validated as a profile handler");
-        Scheduler::new(profiles, handler)
+
+        let prefix_metrics = PrefixMetrics::new();
+        let mut prefix_producers = Vec::new();
+        let mut inflight_producers = Vec::new();
+        let mut producers: Vec<Arc<dyn DataProducer>> = Vec::new();
+        let mut pre_request: Vec<Arc<dyn PreRequest>> = Vec::new();
+        let mut response_complete: Vec<Arc<dyn ResponseComplete>> = Vec::new();
+        for p in &self.plugins {
+            match &p.spec {
+                PluginSpec::ApproxPrefixCacheProducer(params) => {
+                    let prod = Arc::new(ApproxPrefixCacheProducer::new(
+                        params.into(),
+                        prefix_metrics.clone(),
+                    ));
+                    producers.push(prod.clone());
+                    pre_request.push(prod.clone());
+                    prefix_producers.push(prod);
+                }
+                PluginSpec::InflightLoadProducer => {
+                    let prod = Arc::new(InflightLoadProducer::new());
+                    producers.push(prod.clone());
+                    pre_request.push(prod.clone());
+                    response_complete.push(prod.clone());
+                    inflight_producers.push(prod);
+                }
+                _ => {}
+            }
+        }
+        let scheduler = Scheduler::new(profiles, handler)
+            .with_producers(producers)
+            .with_pre_request(pre_request)
+            .with_response_complete(response_complete);
+        BuiltScheduler {
+            scheduler,
+            prefix_producers,
+            inflight_producers,
+            prefix_metrics,
+        }
     }
 }

@@ -68,11 +68,15 @@ impl Request {
 /// prefix producer and read by `prefix-cache-scorer`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrefixMatchInfo {
-    /// Matched blocks, indexed like the endpoint snapshot.
+    /// Matched blocks, indexed like the endpoint snapshot; missing entries (an empty vector when
+    /// nothing matched) mean 0.
     pub matched_blocks: Vec<u32>,
     /// Blocks in the request's prompt.
     pub total_blocks: u32,
     pub block_size_tokens: u32,
+    /// The request's chained block hashes, kept so the pre-request hook records them on the
+    /// picked endpoint without hashing again.
+    pub hashes: Vec<u64>,
 }
 
 /// Work in flight on one endpoint, as counted by the in-flight load producer.
@@ -145,6 +149,7 @@ mod tests {
             matched_blocks: vec![2, 0],
             total_blocks: 4,
             block_size_tokens: 16,
+            hashes: Vec::new(),
         });
         assert_eq!(s.prefix_match(0), Some((2, 4)));
         assert_eq!(s.prefix_match(5), Some((0, 4)));

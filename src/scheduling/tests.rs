@@ -208,6 +208,7 @@ impl DataProducer for CountingProducer {
             matched_blocks: matched,
             total_blocks: 4,
             block_size_tokens: 16,
+            hashes: Vec::new(),
         });
     }
 }

@@ -259,6 +259,7 @@ mod tests {
                 matched_blocks: vec![9, 10, 2],
                 total_blocks: 10,
                 block_size_tokens: 16,
+                hashes: Vec::new(),
             }),
             inflight: None,
         };

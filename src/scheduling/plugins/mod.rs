@@ -1,6 +1,7 @@
 //! The built-in scheduling plugins, one file per family.
 
 pub mod filters;
+pub mod inflight;
 pub mod pickers;
 pub mod profile_handler;
 pub mod scorers;
@@ -9,6 +10,7 @@ pub use filters::{
     ConcurrencyFilter, ConcurrencyMode, HeaderBasedTestingFilter, PrefixCacheAffinityFilter,
     UtilizationFilter,
 };
+pub use inflight::{InflightLoadProducer, estimate_tokens};
 pub use pickers::{MaxScorePicker, RandomPicker, WeightedRandomPicker, effective_max_endpoints};
 pub use profile_handler::SingleProfileHandler;
 pub use scorers::{

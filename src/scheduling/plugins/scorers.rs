@@ -290,6 +290,7 @@ mod tests {
                 matched_blocks: vec![4, 1, 0],
                 total_blocks: 4,
                 block_size_tokens: 16,
+                hashes: Vec::new(),
             }),
             inflight: None,
         };
@@ -302,6 +303,7 @@ mod tests {
                 matched_blocks: vec![0, 0, 0],
                 total_blocks: 0,
                 block_size_tokens: 16,
+                hashes: Vec::new(),
             }),
             inflight: None,
         };
