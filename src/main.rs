@@ -425,6 +425,30 @@ async fn run(cli: Cli) -> Result<()> {
             .is_some(),
         pool_namespace,
     };
+    let built = cfg.build();
+    built.register_metrics(&mut registry);
+    let (scheduler, producers) = built.into_parts();
+    // Endpoints that leave the pool are forgotten by the prefix index and in-flight counters.
+    {
+        let pool = pool.clone();
+        let mut membership = pool.watch_membership();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = membership.changed() => if changed.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+                let snap = pool.snapshot();
+                let names: std::collections::HashSet<&str> = snap
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.endpoint.name.as_str())
+                    .collect();
+                producers.retain_endpoints(|n| names.contains(n));
+            }
+        });
+    }
     let saturation = cfg.build_saturation_detector();
     if saturation.is_none() {
         tracing::warn!(
@@ -434,7 +458,7 @@ async fn run(cli: Cli) -> Result<()> {
     let director = Arc::new(Director::new(
         pool.clone(),
         datastore,
-        cfg.build_scheduler(),
+        scheduler,
         saturation,
         metrics,
         opts,

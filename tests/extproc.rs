@@ -949,3 +949,24 @@ async fn conformance_served_verifier_reports_the_served_endpoint() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_prompts_stick_to_the_endpoint_that_cached_them() {
+    let h = Harness::start(Setup::default()).await; // the default config: queue 2, KV 2, prefix 3
+    h.set_pods(&[(0, 0.1), (0, 0.1), (0, 0.1), (0, 0.1)]);
+    let system = "You are a helpful assistant who answers in detail. ".repeat(40);
+    let mut first_for_group = Vec::new();
+    for g in 0..3 {
+        let prompt = format!("{g}{system}");
+        let rs = route(&h, &llm_headers("m", ""), &completion("m", &prompt)).await;
+        first_for_group.push(routed_to(&rs));
+    }
+    for round in 0..5 {
+        for (g, first) in first_for_group.iter().enumerate() {
+            let prompt = format!("{g}{system} question {round}");
+            let rs = route(&h, &llm_headers("m", ""), &completion("m", &prompt)).await;
+            assert_eq!(&routed_to(&rs), first, "group {g} round {round}");
+        }
+    }
+    h.stop().await;
+}

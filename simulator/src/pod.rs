@@ -309,11 +309,11 @@ struct Parsed {
     include_usage: bool,
 }
 
-fn parse_common(v: &Value, prompt: Vec<u8>) -> Result<Parsed, Response> {
+fn parse_common(v: &Value, prompt: Vec<u8>) -> Result<Parsed, Box<Response>> {
     let model = v
         .get("model")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad_request("model is required"))?
+        .ok_or_else(|| Box::new(bad_request("model is required")))?
         .to_string();
     let max_tokens = v
         .get("max_tokens")
@@ -353,7 +353,7 @@ async fn completions(State(pod): State<Arc<PodState>>, body: Bytes) -> Response 
     };
     match parse_common(&v, prompt) {
         Ok(p) => serve(pod, p, false).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -382,7 +382,7 @@ async fn chat(State(pod): State<Arc<PodState>>, body: Bytes) -> Response {
     }
     match parse_common(&v, prompt.into_bytes()) {
         Ok(p) => serve(pod, p, true).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

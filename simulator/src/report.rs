@@ -277,7 +277,7 @@ mod tests {
         assert_eq!((r.requests, r.errors), (3, 1));
         assert_eq!(r.per_tenant.get("a"), Some(&1));
         assert_eq!(r.ttft_p50_ms, 10.0);
-        let t = table(&[r.clone()]);
+        let t = table(std::slice::from_ref(&r));
         assert!(t.contains("50.0%"), "{t}");
         let svg = ttft_cdf_svg(&[r]);
         assert!(svg.starts_with("<svg") && svg.contains("polyline"));

@@ -44,6 +44,39 @@ impl BuiltScheduler {
     }
 }
 
+/// The producers' per-endpoint state, kept after the scheduler moves into the request path so
+/// that departed endpoints can be forgotten.
+#[derive(Clone, Default)]
+pub struct ProducerHandles {
+    pub prefix_producers: Vec<Arc<ApproxPrefixCacheProducer>>,
+    pub inflight_producers: Vec<Arc<InflightLoadProducer>>,
+}
+
+impl ProducerHandles {
+    /// Forgets every endpoint for which `keep` is false.
+    pub fn retain_endpoints(&self, keep: impl Fn(&str) -> bool) {
+        for p in &self.prefix_producers {
+            p.retain_endpoints(&keep);
+        }
+        for p in &self.inflight_producers {
+            p.retain_endpoints(&keep);
+        }
+    }
+}
+
+impl BuiltScheduler {
+    /// The scheduler and the handles that outlive it.
+    pub fn into_parts(self) -> (Scheduler, ProducerHandles) {
+        (
+            self.scheduler,
+            ProducerHandles {
+                prefix_producers: self.prefix_producers,
+                inflight_producers: self.inflight_producers,
+            },
+        )
+    }
+}
+
 impl From<&PrefixProducerParams> for PrefixSettings {
     fn from(p: &PrefixProducerParams) -> Self {
         Self {

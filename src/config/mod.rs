@@ -18,7 +18,7 @@ pub mod value;
 #[cfg(test)]
 mod tests;
 
-pub use build::BuiltScheduler;
+pub use build::{BuiltScheduler, ProducerHandles};
 pub use error::{ConfigError, ConfigErrors};
 pub use loader::{API_VERSIONS, DEFAULT_CONFIG_YAML, KIND, default_config, load_str};
 pub use model::*;
