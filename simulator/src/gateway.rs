@@ -117,6 +117,9 @@ async fn next(
 
 impl Gateway {
     pub fn new(router: Router) -> Self {
+        // reqwest is built with rustls but without a default provider (the
+        // switchyard crate picks ring); a client cannot be built until one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod engine;
 pub mod exposition;
 pub mod gateway;

@@ -29,15 +29,15 @@ pub struct SharedPrefix {
 }
 
 impl Default for SharedPrefix {
-    /// The demo's workload: 8 groups × 40 prompts, 1,500-token system prompts, 100-token
-    /// questions, 100 output tokens, 4 tenants.
+    /// The demo's workload: 32 groups × 20 prompts, 2,000-token system prompts, 150-token
+    /// questions, 64 output tokens, 4 tenants.
     fn default() -> Self {
         Self {
-            groups: 8,
-            prompts_per_group: 40,
-            system_prompt_tokens: 1500,
-            question_tokens: 100,
-            output_tokens: 100,
+            groups: 32,
+            prompts_per_group: 20,
+            system_prompt_tokens: 2000,
+            question_tokens: 150,
+            output_tokens: 64,
             tenants: (0..4).map(|i| format!("tenant-{i}")).collect(),
             seed: 42,
         }

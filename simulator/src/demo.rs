@@ -1,0 +1,244 @@
+//! The local demo: fake vLLM pods, the real Switchyard binary in front of them, a shared-prefix
+//! multi-tenant workload, and the same workload on fresh pods with a round-robin baseline; one
+//! result table, JSON and an SVG chart of the TTFT distributions.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::engine::EngineConfig;
+use crate::exposition::Personality;
+use crate::gateway::{Gateway, Router};
+use crate::load::{self, Arrival, LoadSpec, Target};
+use crate::pod::{Pod, PodSpec};
+use crate::report::{self, PolicyReport};
+use crate::workload::SharedPrefix;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub pods: usize,
+    pub duration: Duration,
+    pub rate: f64,
+    pub workload: SharedPrefix,
+    pub engine: EngineConfig,
+    pub switchyard_bin: Option<PathBuf>,
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// Finds the `switchyard` binary: the explicit path, `$SWITCHYARD_BIN`, next to this executable,
+/// or on `PATH`.
+pub fn find_switchyard(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var("SWITCHYARD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Ok(me) = std::env::current_exe()
+        && let Some(dir) = me.parent()
+    {
+        let p = dir.join("switchyard");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("switchyard");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!(
+        "cannot find the switchyard binary: build it with `cargo build --release --workspace`, \
+         or give --switchyard-bin PATH or SWITCHYARD_BIN"
+    )
+}
+
+/// Fresh pods on `127.0.0.11`, `.12`, … (free ports).
+pub async fn spawn_pods(
+    n: usize,
+    engine: &EngineConfig,
+    personality: Personality,
+) -> Result<Vec<Pod>> {
+    let mut pods = Vec::with_capacity(n);
+    for i in 0..n {
+        let ip: IpAddr = format!("127.0.0.{}", 11 + i).parse()?;
+        pods.push(
+            Pod::spawn(PodSpec {
+                ip,
+                port: 0,
+                personality,
+                engine: engine.clone(),
+            })
+            .await
+            .with_context(|| format!("starting pod on {ip}"))?,
+        );
+    }
+    Ok(pods)
+}
+
+/// A running Switchyard child process; killed when dropped.
+pub struct Switchyard {
+    child: Child,
+    pub grpc: SocketAddr,
+}
+
+impl Switchyard {
+    pub async fn start(bin: &Path, endpoints: &[SocketAddr], extra: &[&str]) -> Result<Switchyard> {
+        let list = endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut child = Command::new(bin)
+            .args([
+                "--static-endpoints",
+                &list,
+                "--secure-serving=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--grpc-port",
+                "0",
+                "--grpc-health-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--shutdown-grace-period",
+                "2s",
+                "-v",
+                "1",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let grpc = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix("switchyard: ext_proc listening on ") {
+                    return Ok::<_, anyhow::Error>(addr.parse::<SocketAddr>()?);
+                }
+                if line.starts_with("error:") {
+                    bail!("switchyard failed to start: {line}");
+                }
+            }
+            bail!("switchyard exited before listening")
+        })
+        .await
+        .context("waiting for switchyard to listen")??;
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Switchyard { child, grpc })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn hit_rate(pods: &[Pod]) -> f64 {
+    let (mut hits, mut queries) = (0u64, 0u64);
+    for p in pods {
+        let s = p.stats();
+        hits += s.prefix_cache_hits_tokens;
+        queries += s.prefix_cache_queries_tokens;
+    }
+    if queries == 0 {
+        0.0
+    } else {
+        hits as f64 / queries as f64
+    }
+}
+
+async fn stop_pods(pods: Vec<Pod>) {
+    for p in pods {
+        p.stop().await;
+    }
+}
+
+/// Runs one policy on fresh pods.
+async fn run_policy(opts: &DemoOptions, policy: &str, bin: Option<&Path>) -> Result<PolicyReport> {
+    let pods = spawn_pods(opts.pods, &opts.engine, Personality::Vllm).await?;
+    let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
+    let mut epp = None;
+    let target = match bin {
+        Some(bin) => {
+            let sy = Switchyard::start(bin, &addrs, &[]).await?;
+            let gw = Gateway::connect_epp(&sy.grpc.to_string()).await?;
+            // Let the first scrapes land so the first picks see real metrics.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            epp = Some(sy);
+            Target::Epp(gw)
+        }
+        None => Target::RoundRobin {
+            gateway: Gateway::new(Router::Direct),
+            pods: addrs.iter().map(ToString::to_string).collect(),
+        },
+    };
+    let spec = LoadSpec {
+        arrival: Arrival::Poisson {
+            rate: opts.rate,
+            seed: opts.seed,
+        },
+        max_duration: opts.duration,
+        model: opts.engine.model.clone(),
+        stream: true,
+        progress: opts.progress,
+    };
+    if opts.progress {
+        eprintln!(
+            "{policy}: {} pods, {:.0} req/s for {}s",
+            opts.pods,
+            opts.rate,
+            opts.duration.as_secs()
+        );
+    }
+    let records = load::run(target, opts.workload.items(), spec).await;
+    let hit = hit_rate(&pods);
+    if let Some(sy) = epp {
+        sy.stop().await;
+    }
+    stop_pods(pods).await;
+    Ok(PolicyReport::from_records(policy, &records, hit))
+}
+
+/// The whole demo. Returns the reports (Switchyard first).
+pub async fn run(opts: DemoOptions) -> Result<Vec<PolicyReport>> {
+    let bin = find_switchyard(opts.switchyard_bin.as_deref())?;
+    let reports = vec![
+        run_policy(&opts, "switchyard (default)", Some(&bin)).await?,
+        run_policy(&opts, "round-robin", None).await?,
+    ];
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let json = serde_json::to_string_pretty(&reports)?;
+    std::fs::write(opts.out_dir.join("demo.json"), json)?;
+    std::fs::write(
+        opts.out_dir.join("ttft.svg"),
+        report::ttft_cdf_svg(&reports),
+    )?;
+    Ok(reports)
+}
