@@ -32,8 +32,8 @@ pub struct DemoOptions {
     pub progress: bool,
 }
 
-/// Finds the `switchyard` binary: the explicit path, `$SWITCHYARD_BIN`, next to this executable,
-/// or on `PATH`.
+/// Finds the `switchyard` binary: the explicit path, `$SWITCHYARD_BIN`, next to this executable
+/// (or one directory up), or on `PATH`.
 pub fn find_switchyard(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
@@ -44,9 +44,12 @@ pub fn find_switchyard(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Ok(me) = std::env::current_exe()
         && let Some(dir) = me.parent()
     {
-        let p = dir.join("switchyard");
-        if p.is_file() {
-            return Ok(p);
+        // Test binaries live one level down, in `target/<profile>/deps/`.
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            let p = d.join("switchyard");
+            if p.is_file() {
+                return Ok(p);
+            }
         }
     }
     if let Some(path) = std::env::var_os("PATH") {
