@@ -56,9 +56,15 @@ pub fn is_system_owned(name: &str) -> bool {
     )
 }
 
-/// Whether a header may be echoed to Envoy: Envoy refuses mutations of pseudo-headers and `host`.
+/// Whether a header may be echoed to Envoy. Envoy's default mutation rules refuse pseudo-headers,
+/// `host` and `x-envoy-*` (it adds `x-envoy-upstream-service-time` to every response): echoing
+/// them is counted as a rejected mutation, and fails the request under
+/// `mutation_rules.disallow_is_error`.
 pub fn echoable(name: &str) -> bool {
-    !name.starts_with(':') && name != "host" && !is_system_owned(name)
+    !name.starts_with(':')
+        && name != "host"
+        && !name.starts_with("x-envoy-")
+        && !is_system_owned(name)
 }
 
 /// Header names in lower case with values from `raw_value` (falling back to `value`).
@@ -339,6 +345,7 @@ mod tests {
         assert!(!echoable("host"));
         assert!(!echoable("content-length"));
         assert!(!echoable("x-gateway-inference-objective"));
+        assert!(!echoable("x-envoy-upstream-service-time"));
         assert!(echoable("x-request-id"));
         assert!(echoable("hi"));
     }
