@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -93,34 +95,44 @@ pub async fn spawn_pods(
 pub struct Switchyard {
     child: Child,
     pub grpc: SocketAddr,
+    pub health: SocketAddr,
+    pub metrics: SocketAddr,
+    log: Arc<Mutex<String>>,
 }
 
 impl Switchyard {
+    /// Plaintext ext_proc over `endpoints`, as the built-in Envoy-like client speaks it.
     pub async fn start(bin: &Path, endpoints: &[SocketAddr], extra: &[&str]) -> Result<Switchyard> {
         let list = endpoints
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        let mut args = vec!["--static-endpoints", &list, "--secure-serving=false"];
+        args.extend_from_slice(extra);
+        Self::launch(bin, &args).await
+    }
+
+    /// Switchyard with `args` (endpoints, TLS, config...) on loopback, with every port chosen by
+    /// the kernel unless `args` gives `--grpc-port` (e.g. to restart on the port a gateway knows).
+    pub async fn launch(bin: &Path, args: &[&str]) -> Result<Switchyard> {
+        let mut fixed = vec!["--bind-address", "127.0.0.1"];
+        if !args.iter().any(|a| a.starts_with("--grpc-port")) {
+            fixed.extend(["--grpc-port", "0"]);
+        }
+        fixed.extend([
+            "--grpc-health-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--shutdown-grace-period",
+            "2s",
+            "-v",
+            "1",
+        ]);
         let mut child = Command::new(bin)
-            .args([
-                "--static-endpoints",
-                &list,
-                "--secure-serving=false",
-                "--bind-address",
-                "127.0.0.1",
-                "--grpc-port",
-                "0",
-                "--grpc-health-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--shutdown-grace-period",
-                "2s",
-                "-v",
-                "1",
-            ])
-            .args(extra)
+            .args(&fixed)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -128,10 +140,22 @@ impl Switchyard {
             .with_context(|| format!("starting {}", bin.display()))?;
         let stderr = child.stderr.take().expect("piped");
         let mut lines = BufReader::new(stderr).lines();
-        let grpc = tokio::time::timeout(Duration::from_secs(20), async {
+        let log = Arc::new(Mutex::new(String::new()));
+        let log2 = log.clone();
+        let addrs = tokio::time::timeout(Duration::from_secs(20), async {
+            let (mut grpc, mut health, mut metrics) = (None, None, None);
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix("switchyard: ext_proc listening on ") {
-                    return Ok::<_, anyhow::Error>(addr.parse::<SocketAddr>()?);
+                log2.lock().push_str(&format!("{line}\n"));
+                let addr = |rest: &str| rest.parse::<SocketAddr>();
+                if let Some(a) = line.strip_prefix("switchyard: ext_proc listening on ") {
+                    grpc = Some(addr(a)?);
+                } else if let Some(a) = line.strip_prefix("switchyard: health listening on ") {
+                    health = Some(addr(a)?);
+                } else if let Some(a) = line.strip_prefix("switchyard: metrics listening on ") {
+                    metrics = Some(addr(a)?);
+                }
+                if let (Some(g), Some(h), Some(m)) = (grpc, health, metrics) {
+                    return Ok::<_, anyhow::Error>((g, h, m));
                 }
                 if line.starts_with("error:") {
                     bail!("switchyard failed to start: {line}");
@@ -141,9 +165,45 @@ impl Switchyard {
         })
         .await
         .context("waiting for switchyard to listen")??;
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Switchyard { child, grpc })
+        // Keep draining its log (the last 64 KiB) so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut l = log2.lock();
+                if l.len() > 64 * 1024 {
+                    l.clear();
+                }
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Ok(Switchyard {
+            child,
+            grpc: addrs.0,
+            health: addrs.1,
+            metrics: addrs.2,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().clone()
+    }
+
+    /// The Prometheus page of its metrics port.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://{}/metrics", self.metrics);
+        Ok(reqwest::get(&url).await?.error_for_status()?.text().await?)
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     pub async fn stop(mut self) {
@@ -162,7 +222,8 @@ impl Switchyard {
     }
 }
 
-fn hit_rate(pods: &[Pod]) -> f64 {
+/// The pods' prefix-cache token hit rate (hits ÷ queries, from their own counters).
+pub fn hit_rate(pods: &[Pod]) -> f64 {
     let (mut hits, mut queries) = (0u64, 0u64);
     for p in pods {
         let s = p.stats();
@@ -176,7 +237,7 @@ fn hit_rate(pods: &[Pod]) -> f64 {
     }
 }
 
-async fn stop_pods(pods: Vec<Pod>) {
+pub async fn stop_pods(pods: Vec<Pod>) {
     for p in pods {
         p.stop().await;
     }

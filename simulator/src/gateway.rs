@@ -64,6 +64,9 @@ pub enum Router {
     ExtProc(ExternalProcessorClient<Channel>),
     /// A fixed upstream chosen by the caller (baselines such as round-robin).
     Direct,
+    /// A proxy that routes by itself (real Envoy, a peer router): requests go to the address the
+    /// caller gives, as a client sends them (with `Content-Length`).
+    Proxy,
 }
 
 #[derive(Clone)]
@@ -145,7 +148,7 @@ impl Gateway {
         direct: Option<&str>,
     ) -> Result<Outcome, GatewayError> {
         match &self.router {
-            Router::Direct => {
+            Router::Direct | Router::Proxy => {
                 let ep = direct.expect("a direct upstream").to_string();
                 self.forward_direct(req, ep).await
             }
@@ -198,19 +201,21 @@ impl Gateway {
                 rb = rb.header(k.as_str(), v.as_str());
             }
         }
-        // Chunked, without Content-Length, as Envoy forwards full-duplex bodies.
-        let stream = futures::stream::iter(
-            body.chunks(CHUNK)
-                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
-        );
-        rb.body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .map_err(|source| GatewayError::Upstream {
-                endpoint: endpoint.to_string(),
-                source,
-            })
+        let rb = if matches!(self.router, Router::Proxy) {
+            rb.body(body)
+        } else {
+            // Chunked, without Content-Length, as Envoy forwards full-duplex bodies.
+            let stream = futures::stream::iter(
+                body.chunks(CHUNK)
+                    .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            );
+            rb.body(reqwest::Body::wrap_stream(stream))
+        };
+        rb.send().await.map_err(|source| GatewayError::Upstream {
+            endpoint: endpoint.to_string(),
+            source,
+        })
     }
 
     async fn via_ext_proc(

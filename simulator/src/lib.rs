@@ -13,6 +13,7 @@
 
 pub mod demo;
 pub mod engine;
+pub mod envoy;
 pub mod exposition;
 pub mod gateway;
 pub mod load;

@@ -34,11 +34,13 @@ pub struct LoadSpec {
     pub progress: bool,
 }
 
-/// Where requests go: through an EPP, or round-robin over pods without one.
+/// Where requests go: through an EPP, round-robin over pods without one, or to a proxy that
+/// routes by itself (real Envoy in front of Switchyard, a peer router).
 #[derive(Clone)]
 pub enum Target {
     Epp(Gateway),
     RoundRobin { gateway: Gateway, pods: Vec<String> },
+    Proxy { gateway: Gateway, addr: String },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +98,7 @@ async fn one(
             let i = rr.fetch_add(1, Ordering::Relaxed) % pods.len();
             gateway.send(req, Some(&pods[i])).await
         }
+        Target::Proxy { gateway, addr } => gateway.send(req, Some(addr)).await,
     };
     let mut rec = Record {
         tenant: item.tenant,

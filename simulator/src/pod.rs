@@ -1,10 +1,10 @@
 //! A fake model-server pod on its own loopback address: an HTTP front (OpenAI completions and
 //! chat, JSON and SSE, `/health`, `/metrics` in the engine's own format) over the engine model,
 //! which a driver task steps in real time. Request bodies may arrive chunked without
-//! `Content-Length`, as real Envoy sends them.
+//! `Content-Length`, as real Envoy sends them. A pod can also be killed, cutting its streams
+//! mid-body, so gateway tests can see what clients get when a model server dies.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,13 +62,18 @@ struct PodState {
     shared: Arc<Mutex<Shared>>,
     next_id: AtomicU64,
     created: f64,
+    /// Requests received per `model` in the body, as the pod saw it (after any gateway rewrite).
+    models: Mutex<BTreeMap<String, u64>>,
+    killed: watch::Receiver<bool>,
 }
 
 pub struct Pod {
     pub addr: SocketAddr,
     pub personality: Personality,
     shared: Arc<Mutex<Shared>>,
+    state: Arc<PodState>,
     stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -89,6 +94,7 @@ impl Pod {
         }));
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
+        let (kill, killed) = watch::channel(false);
         let driver = Driver {
             engine,
             cmds: cmd_rx,
@@ -105,13 +111,15 @@ impl Pod {
             shared: shared.clone(),
             next_id: AtomicU64::new(1),
             created: unix_now(),
+            models: Mutex::new(BTreeMap::new()),
+            killed,
         });
         let app = Router::new()
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat))
             .route("/health", get(|| async { "ok" }))
             .route(spec.personality.metrics_path(), get(metrics))
-            .with_state(state);
+            .with_state(state.clone());
         let mut rx = stop_rx;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -124,13 +132,32 @@ impl Pod {
             addr,
             personality: spec.personality,
             shared,
+            state,
             stop,
+            kill,
             tasks: vec![driver_task, server],
         })
     }
 
     pub fn stats(&self) -> EngineStats {
         self.shared.lock().stats.clone()
+    }
+
+    /// Completions and chat requests received so far, by the `model` of their body.
+    pub fn requests_by_model(&self) -> BTreeMap<String, u64> {
+        self.state.models.lock().clone()
+    }
+
+    /// Completions and chat requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.state.models.lock().values().sum()
+    }
+
+    /// Dies as a crashed server would: streaming responses are cut mid-body (the connection is
+    /// closed without the final chunk), idle connections are closed and new ones refused.
+    pub async fn kill(self) {
+        let _ = self.kill.send(true);
+        self.stop().await;
     }
 
     pub async fn stop(mut self) {
@@ -332,11 +359,18 @@ fn parse_common(v: &Value, prompt: Vec<u8>) -> Result<Parsed, Box<Response>> {
     })
 }
 
+fn count_model(pod: &PodState, v: &Value) {
+    if let Some(m) = v.get("model").and_then(Value::as_str) {
+        *pod.models.lock().entry(m.to_string()).or_insert(0) += 1;
+    }
+}
+
 async fn completions(State(pod): State<Arc<PodState>>, body: Bytes) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("invalid JSON: {e}")),
     };
+    count_model(&pod, &v);
     let prompt = match v.get("prompt") {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(Value::Array(items)) => items
@@ -362,6 +396,7 @@ async fn chat(State(pod): State<Arc<PodState>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return bad_request(format!("invalid JSON: {e}")),
     };
+    count_model(&pod, &v);
     let Some(msgs) = v
         .get("messages")
         .and_then(Value::as_array)
@@ -466,7 +501,8 @@ async fn serve(pod: Arc<PodState>, p: Parsed, chat: bool) -> Response {
         "text_completion"
     };
     let include_usage = p.include_usage;
-    let stream = async_stream_body(move |yield_tx: mpsc::Sender<Bytes>| async move {
+    let killed = pod.killed.clone();
+    let stream = async_stream_body(killed, move |yield_tx: mpsc::Sender<Bytes>| async move {
         // Own the whole guard here: it must live as long as the stream does.
         let mut guard = guard;
         let (mut generated, mut cached) = (0u32, 0u32);
@@ -531,18 +567,35 @@ async fn serve(pod: Arc<PodState>, p: Parsed, chat: bool) -> Response {
         .into_response()
 }
 
-/// A streaming body fed by a task; dropping the body (client gone) stops the task.
-fn async_stream_body<F, Fut>(f: F) -> Body
+/// A streaming body fed by a task; dropping the body (client gone) stops the task. When the pod
+/// is killed the body fails, and hyper closes the connection without finishing the chunked body.
+fn async_stream_body<F, Fut>(killed: watch::Receiver<bool>, f: F) -> Body
 where
     F: FnOnce(mpsc::Sender<Bytes>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let task = tokio::spawn(f(tx));
-    let stream = futures::stream::unfold((rx, Some(TaskGuard(task))), |(mut rx, g)| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), (rx, g)))
-    });
+    let stream = futures::stream::unfold(
+        (rx, killed, Some(TaskGuard(task))),
+        |(mut rx, mut killed, g)| async move {
+            let g = g?;
+            tokio::select! {
+                b = rx.recv() => b.map(|b| (Ok(b), (rx, killed, Some(g)))),
+                _ = until_killed(&mut killed) => {
+                    Some((Err(std::io::Error::other("pod killed")), (rx, killed, None)))
+                }
+            }
+        },
+    );
     Body::from_stream(stream)
+}
+
+/// Resolves when the pod is killed; never when it is dropped without being killed.
+async fn until_killed(killed: &mut watch::Receiver<bool>) {
+    if killed.wait_for(|k| *k).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Aborts the producing task when the body is dropped.

@@ -294,3 +294,35 @@ async fn switchyard_reads_every_personality() {
         p.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_killed_pod_cuts_its_streams_and_refuses_connections() {
+    let p = pod(69, Personality::Vllm, EngineConfig::h100_llama3_8b()).await;
+    let addr = p.addr;
+    let http = client();
+    let url = format!("http://{addr}/v1/completions");
+    let mut r = http
+        .post(&url)
+        .json(&json!({"model": "served-as", "prompt": prompt(400), "max_tokens": 2000, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some());
+    assert_eq!(
+        p.requests_by_model().into_iter().collect::<Vec<_>>(),
+        vec![("served-as".to_string(), 1)]
+    );
+    p.kill().await;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("the stream ends at once")
+        {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(end.is_err(), "cut, not finished: {end:?}");
+    assert!(http.post(&url).body("{}").send().await.is_err());
+}
