@@ -348,6 +348,15 @@ pub struct Ticket {
     resolved: bool,
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .field("resolved", &self.resolved)
+            .finish()
+    }
+}
+
 impl Ticket {
     pub fn id(&self) -> ItemId {
         self.id
