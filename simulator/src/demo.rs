@@ -1,6 +1,7 @@
-//! The local demo: fake vLLM pods, the real Switchyard binary in front of them, a shared-prefix
-//! multi-tenant workload, and the same workload on fresh pods with a round-robin baseline; one
-//! result table, JSON and an SVG chart of the TTFT distributions.
+//! The local demo: fake vLLM pods, the real Switchyard binary in front of them (behind real Envoy
+//! when there is one, else behind the built-in Envoy-like client), a shared-prefix multi-tenant
+//! workload, and the same workload on fresh pods with a round-robin baseline; one result table,
+//! JSON and an SVG chart of the TTFT distributions.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,8 +16,7 @@ use tokio::process::{Child, Command};
 
 use crate::engine::EngineConfig;
 use crate::exposition::Personality;
-use crate::gateway::{Gateway, Router};
-use crate::load::{self, Arrival, LoadSpec, Target};
+use crate::live_compare::{self, Contender, LiveOptions};
 use crate::pod::{Pod, PodSpec};
 use crate::report::{self, PolicyReport};
 use crate::workload::SharedPrefix;
@@ -29,6 +29,9 @@ pub struct DemoOptions {
     pub workload: SharedPrefix,
     pub engine: EngineConfig,
     pub switchyard_bin: Option<PathBuf>,
+    /// Real Envoy in front of Switchyard (and as the round-robin baseline); `None` uses the
+    /// built-in Envoy-like client.
+    pub envoy: Option<PathBuf>,
     pub out_dir: PathBuf,
     pub seed: u64,
     pub progress: bool,
@@ -243,59 +246,30 @@ pub async fn stop_pods(pods: Vec<Pod>) {
     }
 }
 
-/// Runs one policy on fresh pods.
-async fn run_policy(opts: &DemoOptions, policy: &str, bin: Option<&Path>) -> Result<PolicyReport> {
-    let pods = spawn_pods(opts.pods, &opts.engine, Personality::Vllm).await?;
-    let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
-    let mut epp = None;
-    let target = match bin {
-        Some(bin) => {
-            let sy = Switchyard::start(bin, &addrs, &[]).await?;
-            let gw = Gateway::connect_epp(&sy.grpc.to_string()).await?;
-            // Let the first scrapes land so the first picks see real metrics.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            epp = Some(sy);
-            Target::Epp(gw)
-        }
-        None => Target::RoundRobin {
-            gateway: Gateway::new(Router::Direct),
-            pods: addrs.iter().map(ToString::to_string).collect(),
-        },
-    };
-    let spec = LoadSpec {
-        arrival: Arrival::Poisson {
-            rate: opts.rate,
-            seed: opts.seed,
-        },
-        max_duration: opts.duration,
-        model: opts.engine.model.clone(),
-        stream: true,
-        progress: opts.progress,
-    };
-    if opts.progress {
-        eprintln!(
-            "{policy}: {} pods, {:.0} req/s for {}s",
-            opts.pods,
-            opts.rate,
-            opts.duration.as_secs()
-        );
-    }
-    let records = load::run(target, opts.workload.items(), spec).await;
-    let hit = hit_rate(&pods);
-    if let Some(sy) = epp {
-        sy.stop().await;
-    }
-    stop_pods(pods).await;
-    Ok(PolicyReport::from_records(policy, &records, hit))
-}
-
 /// The whole demo. Returns the reports (Switchyard first).
 pub async fn run(opts: DemoOptions) -> Result<Vec<PolicyReport>> {
-    let bin = find_switchyard(opts.switchyard_bin.as_deref())?;
-    let reports = vec![
-        run_policy(&opts, "switchyard (default)", Some(&bin)).await?,
-        run_policy(&opts, "round-robin", None).await?,
-    ];
+    let live = LiveOptions {
+        pods: opts.pods,
+        duration: opts.duration,
+        rate: opts.rate,
+        concurrency: None,
+        workload: opts.workload.clone(),
+        engine: opts.engine.clone(),
+        switchyard_bin: find_switchyard(opts.switchyard_bin.as_deref())?,
+        envoy: opts.envoy.clone(),
+        seed: opts.seed,
+        progress: opts.progress,
+    };
+    let mut reports = Vec::new();
+    for c in [
+        Contender::Switchyard {
+            label: "switchyard (default)".into(),
+            args: Vec::new(),
+        },
+        Contender::RoundRobin,
+    ] {
+        reports.push(live_compare::run_contender(&live, &c).await?.report);
+    }
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let json = serde_json::to_string_pretty(&reports)?;

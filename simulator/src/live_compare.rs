@@ -55,6 +55,9 @@ pub struct LiveOptions {
     pub pods: usize,
     pub duration: Duration,
     pub rate: f64,
+    /// Closed loop with this many clients instead of Poisson arrivals at `rate` (to find the
+    /// pods' capacity).
+    pub concurrency: Option<usize>,
     pub workload: SharedPrefix,
     pub engine: EngineConfig,
     pub switchyard_bin: PathBuf,
@@ -235,19 +238,25 @@ pub async fn run_contender(opts: &LiveOptions, c: &Contender) -> Result<LiveRow>
     tokio::time::sleep(Duration::from_millis(300)).await;
     let label = c.label();
     if opts.progress {
+        let load = match opts.concurrency {
+            Some(n) => format!("{n} closed-loop clients"),
+            None => format!("{:.1} req/s", opts.rate),
+        };
         eprintln!(
-            "{label} ({setup}): {} pods, {:.1} req/s for {}s",
+            "{label} ({setup}): {} pods, {load} for {}s",
             opts.pods,
-            opts.rate,
             opts.duration.as_secs()
         );
     }
     let (router_pid, proxy_pid) = front.pids();
     let (router_cpu, proxy_cpu) = (CpuMeter::start(router_pid), CpuMeter::start(proxy_pid));
     let spec = LoadSpec {
-        arrival: Arrival::Poisson {
-            rate: opts.rate,
-            seed: opts.seed,
+        arrival: match opts.concurrency {
+            Some(concurrency) => Arrival::Closed { concurrency },
+            None => Arrival::Poisson {
+                rate: opts.rate,
+                seed: opts.seed,
+            },
         },
         max_duration: opts.duration,
         model: opts.engine.model.clone(),

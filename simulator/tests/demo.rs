@@ -19,6 +19,7 @@ async fn short_demo_runs_both_policies_and_writes_results() {
         workload: SharedPrefix::default(),
         engine,
         switchyard_bin: None,
+        envoy: None,
         out_dir: out.clone(),
         seed: 7,
         progress: false,
