@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -121,6 +122,12 @@ impl Pod {
             .route(spec.personality.metrics_path(), get(metrics))
             .with_state(state.clone());
         let mut rx = stop_rx;
+        // As uvicorn/uvloop do for vLLM: without TCP_NODELAY the first SSE chunk after the
+        // response headers waits for the proxy's delayed ACK (up to 40 ms) on kept-alive
+        // connections, a delay real model servers do not have.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
