@@ -993,3 +993,92 @@ async fn the_static_endpoints_file_reloads_under_traffic_without_errors() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_holds_requests_behind_envoy_and_expires_them_with_503() {
+    let Some(bin) = envoy_bin() else { return };
+    // As in the 429 case: one long request fills 88 % of a small KV cache for about 1.9 s.
+    let mut e = engine();
+    e.num_gpu_blocks = 100;
+    e.step_time.t0 = 10e-3;
+    let pods = pods_with(1, &e).await;
+    let vtc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vtc.yaml")).unwrap();
+    assert!(vtc.contains("defaultRequestTTL: 60s"));
+    let config = vtc.replace("defaultRequestTTL: 60s", "defaultRequestTTL: 1s");
+    let sy = switchyard(&[
+        "--static-endpoints",
+        &endpoint_list(&pods),
+        "--config-text",
+        &config,
+    ])
+    .await;
+    let envoy = envoy(&bin, &sy).await;
+    let c = client();
+    let m = model();
+
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let long = {
+        let (c, listener, m) = (c.clone(), envoy.listener, m.clone());
+        tokio::spawn(async move {
+            let mut r = c
+                .post(format!("http://{listener}/v1/completions"))
+                .header("content-type", "application/json")
+                .header("x-gateway-inference-fairness-id", "tenant-a")
+                .body(json!({"model": m, "prompt": "abcd".repeat(1400), "max_tokens": 190, "stream": true}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let mut first = Some(first_tx);
+            while r.chunk().await.unwrap().is_some() {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+            Instant::now()
+        })
+    };
+    let started = first_rx.await.expect("the long request streams");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let small = json!({"model": m, "prompt": "short", "max_tokens": 1}).to_string();
+
+    // Queued while the pool is saturated, past its 1 s time to live: 503 through Envoy.
+    let r = send(
+        &c,
+        &envoy,
+        "/v1/completions",
+        &[("x-gateway-inference-fairness-id", "tenant-b")],
+        small.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.starts_with(
+            "inference error: ServiceUnavailable - request timed out in queue: waited "
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(pods[0].requests(), 1);
+
+    // Queued, then dispatched when the long request ends (well within its time to live).
+    let sent = Instant::now();
+    let r = send(
+        &c,
+        &envoy,
+        "/v1/completions",
+        &[("x-gateway-inference-fairness-id", "tenant-b")],
+        small,
+    )
+    .await;
+    let waited = sent.elapsed();
+    let finished = long.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        sent + waited >= finished,
+        "served only after the long request ended ({:?} after it started)",
+        finished - started
+    );
+    assert_eq!(pods[0].requests(), 2);
+}

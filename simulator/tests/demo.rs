@@ -45,3 +45,43 @@ async fn short_demo_runs_both_policies_and_writes_results() {
     assert!(svg.contains("round-robin"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The demo through real Envoy (the shipped manifest in front of Switchyard, Envoy's own
+/// round-robin for the baseline), when Envoy is installed; CI requires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_demo_through_real_envoy() {
+    let envoy = match switchyard_sim::envoy::find_envoy() {
+        Ok(b) => b.path,
+        Err(switchyard_sim::envoy::EnvoyError::NotFound)
+            if std::env::var_os("SWITCHYARD_REQUIRE_ENVOY").is_none() =>
+        {
+            eprintln!("\n*** SKIPPED: the demo through real Envoy: no Envoy found ***\n");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let out = std::env::temp_dir().join(format!("switchyard-demo-envoy-{}", std::process::id()));
+    let mut engine = EngineConfig::h100_llama3_8b();
+    engine.num_gpu_blocks = 4000;
+    let opts = DemoOptions {
+        pods: 2,
+        duration: Duration::from_secs(3),
+        rate: 8.0,
+        workload: SharedPrefix::default(),
+        engine,
+        switchyard_bin: None,
+        envoy: Some(envoy),
+        out_dir: out.clone(),
+        seed: 7,
+        progress: false,
+    };
+    let reports = demo::run(opts).await.expect("the demo runs through Envoy");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert!(r.requests >= 5, "{}: {} requests", r.policy, r.requests);
+        assert_eq!(r.errors, 0, "{}", r.policy);
+        assert!(r.prefix_hit_rate > 0.0, "{}", r.policy);
+    }
+    assert_eq!(reports[0].requests, reports[1].requests);
+    let _ = std::fs::remove_dir_all(&out);
+}
