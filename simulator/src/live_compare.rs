@@ -78,9 +78,18 @@ pub struct LiveRow {
     pub router_cpu_s: Option<f64>,
     /// CPU seconds of Envoy, when it is a separate proxy process.
     pub proxy_cpu_s: Option<f64>,
+    /// Requests each pod received, in pod order (how evenly the router spread the load).
+    pub pod_requests: Vec<u64>,
 }
 
 impl LiveRow {
+    /// The busiest pod's share of all requests, in percent.
+    pub fn busiest_pod_pct(&self) -> f64 {
+        let total: u64 = self.pod_requests.iter().sum();
+        let max = self.pod_requests.iter().copied().max().unwrap_or(0);
+        max as f64 * 100.0 / total.max(1) as f64
+    }
+
     pub fn total_cpu_s(&self) -> Option<f64> {
         match (self.router_cpu_s, self.proxy_cpu_s) {
             (None, None) => None,
@@ -266,6 +275,7 @@ pub async fn run_contender(opts: &LiveOptions, c: &Contender) -> Result<LiveRow>
     let records = load::run(target, opts.workload.items(), spec).await;
     let (router_cpu_s, proxy_cpu_s) = (router_cpu.elapsed(), proxy_cpu.elapsed());
     let hit = hit_rate(&pods);
+    let pod_requests = pods.iter().map(|p| p.requests()).collect();
     front.stop().await;
     stop_pods(pods).await;
     Ok(LiveRow {
@@ -273,6 +283,7 @@ pub async fn run_contender(opts: &LiveOptions, c: &Contender) -> Result<LiveRow>
         setup,
         router_cpu_s,
         proxy_cpu_s,
+        pod_requests,
     })
 }
 
@@ -306,7 +317,7 @@ pub fn table(rows: &[LiveRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<26} {:>5} {:>4} {:>6} {:>9} {:>9} {:>8} {:>7} {:>15} {:>8} {:>8} {:>8}",
+        "{:<26} {:>5} {:>4} {:>6} {:>9} {:>9} {:>8} {:>7} {:>15} {:>7} {:>8} {:>8} {:>8}",
         "router",
         "reqs",
         "errs",
@@ -316,6 +327,7 @@ pub fn table(rows: &[LiveRow]) -> String {
         "e2e p99",
         "prefix",
         "tenant share %",
+        "top pod",
         "rtr CPU",
         "envoy",
         "CPU s"
@@ -331,7 +343,7 @@ pub fn table(rows: &[LiveRow]) -> String {
             .join("/");
         let _ = writeln!(
             s,
-            "{:<26} {:>5} {:>4} {:>6.2} {:>7.1}ms {:>7.1}ms {:>6.0}ms {:>6.1}% {:>15} {:>8} {:>8} {:>8}",
+            "{:<26} {:>5} {:>4} {:>6.2} {:>7.1}ms {:>7.1}ms {:>6.0}ms {:>6.1}% {:>15} {:>6.1}% {:>8} {:>8} {:>8}",
             r.policy,
             r.requests,
             r.errors,
@@ -341,6 +353,7 @@ pub fn table(rows: &[LiveRow]) -> String {
             r.e2e_p99_ms,
             r.prefix_hit_rate * 100.0,
             shares,
+            row.busiest_pod_pct(),
             cpu(row.router_cpu_s),
             cpu(row.proxy_cpu_s),
             cpu(row.total_cpu_s()),
@@ -349,8 +362,8 @@ pub fn table(rows: &[LiveRow]) -> String {
     let _ = writeln!(
         s,
         "\nrtr CPU: the router process (Switchyard, or the peer, which is also the proxy); \
-         envoy: Envoy in front of Switchyard, or alone for round-robin; CPU s: both. \
-         Prefix: the pods' own prefix-cache token hit rate."
+         envoy: Envoy in front of Switchyard, or alone for round-robin; CPU s: both.\n\
+         prefix: the pods' own prefix-cache token hit rate; top pod: the busiest pod's share of requests."
     );
     s
 }
@@ -384,6 +397,7 @@ mod tests {
             setup: "switchyard + envoy".into(),
             router_cpu_s: Some(1.25),
             proxy_cpu_s: Some(2.0),
+            pod_requests: vec![3, 1],
         };
         let peer = LiveRow {
             router_cpu_s: Some(0.5),
@@ -391,6 +405,7 @@ mod tests {
             ..row.clone()
         };
         assert_eq!(row.total_cpu_s(), Some(3.25));
+        assert_eq!(row.busiest_pod_pct(), 75.0);
         let t = table(&[row, peer]);
         assert!(t.contains("75/25"), "{t}");
         assert!(
@@ -408,6 +423,7 @@ mod tests {
             setup: "s".into(),
             router_cpu_s: None,
             proxy_cpu_s: None,
+            pod_requests: Vec::new(),
         }]
     }
 }

@@ -120,6 +120,9 @@ enum Cmd {
         /// Switchyard's configuration for the VTC row (default: the built-in config/vtc.yaml).
         #[arg(long)]
         vtc_config: Option<PathBuf>,
+        /// Another Switchyard configuration to measure, as an extra row; repeatable.
+        #[arg(long)]
+        switchyard_config: Vec<PathBuf>,
         /// Only these rows (comma list of switchyard, vtc, sglang, vllm, round-robin).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -283,6 +286,7 @@ async fn run(cli: Cli) -> Result<()> {
             gateway,
             peers_venv,
             vtc_config,
+            switchyard_config,
             only,
             out,
             seed,
@@ -305,6 +309,18 @@ async fn run(cli: Cli) -> Result<()> {
                 contenders.push(Contender::Switchyard {
                     label: "switchyard (default)".into(),
                     args: Vec::new(),
+                });
+            }
+            for path in &switchyard_config {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let name = path.file_stem().map_or_else(
+                    || path.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                contenders.push(Contender::Switchyard {
+                    label: format!("switchyard ({name})"),
+                    args: vec!["--config-text".into(), text],
                 });
             }
             if wanted("vtc") {
