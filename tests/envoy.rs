@@ -639,6 +639,7 @@ async fn errors_reach_the_client_with_switchyard_status_and_body() {
     for (path, body, status, text) in cases {
         let r = send(&c, &envoy, path, &[], body).await;
         assert_eq!((r.status, r.body.as_str()), (status, text.as_str()));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
     }
 
     // 429: a sheddable request while the pool is saturated: a 1,400-token prompt holds 88 of

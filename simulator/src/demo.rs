@@ -257,6 +257,7 @@ pub async fn run(opts: DemoOptions) -> Result<Vec<PolicyReport>> {
         engine: opts.engine.clone(),
         switchyard_bin: find_switchyard(opts.switchyard_bin.as_deref())?,
         envoy: opts.envoy.clone(),
+        envoy_template: None,
         seed: opts.seed,
         progress: opts.progress,
     };

@@ -154,7 +154,13 @@ fn replace_once(text: &mut String, anchor: &'static str, with: &str) -> Result<(
 /// The shipped configuration with its listener and admin on port 0, the EPP at `cfg.epp`, and
 /// `failure_mode_allow` as given. Fails if the manifest no longer has the expected shape.
 pub fn render_gateway(cfg: &GatewayConfig) -> Result<String, EnvoyError> {
-    let mut s = MANIFEST.to_string();
+    render_gateway_from(MANIFEST, cfg)
+}
+
+/// [`render_gateway`] for a variant of the manifest (e.g. to measure another processing mode),
+/// which must keep its three `socket_address` lines and `failure_mode_allow: false`.
+pub fn render_gateway_from(template: &str, cfg: &GatewayConfig) -> Result<String, EnvoyError> {
+    let mut s = template.to_string();
     replace_once(
         &mut s,
         "socket_address: {address: 127.0.0.1, port_value: 8081}",

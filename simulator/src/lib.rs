@@ -7,6 +7,9 @@
 //! - [`pod`]: a fake model-server pod on a loopback address: OpenAI HTTP front, the engine
 //!   stepped in real time, and [`exposition`] pages in vLLM, SGLang, trtllm-serve or Triton format.
 //! - [`gateway`]: an Envoy-like ext_proc client that routes requests through an EPP.
+//! - [`envoy`]: real Envoy from `manifests/envoy/envoy.yaml` in front of Switchyard (tests, demo).
+//! - [`peers`]: other routers (SGLang model gateway, vLLM router) as processes, and CPU accounting.
+//! - [`live_compare`]: the same workload through each router on fresh pods, side by side.
 //! - [`workload`], [`load`], [`report`]: synthetic workloads, the load generator, and results.
 
 #![forbid(unsafe_code)]

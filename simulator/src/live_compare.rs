@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::demo::{Switchyard, hit_rate, spawn_pods, stop_pods};
 use crate::engine::EngineConfig;
-use crate::envoy::{Envoy, GatewayConfig, render_gateway, render_round_robin};
+use crate::envoy::{Envoy, GatewayConfig, render_gateway, render_gateway_from, render_round_robin};
 use crate::exposition::Personality;
 use crate::gateway::{Gateway, Router};
 use crate::load::{self, Arrival, LoadSpec, Target};
@@ -63,6 +63,8 @@ pub struct LiveOptions {
     pub switchyard_bin: PathBuf,
     /// Real Envoy; `None` runs Switchyard behind the built-in Envoy-like client.
     pub envoy: Option<PathBuf>,
+    /// A variant of `manifests/envoy/envoy.yaml` to run instead of it (same ports and anchors).
+    pub envoy_template: Option<String>,
     pub seed: u64,
     pub progress: bool,
 }
@@ -147,11 +149,15 @@ async fn start_front(
             let mut all: Vec<&str> = vec!["--static-endpoints", &list, "--health-checking"];
             all.extend(args.iter().map(String::as_str));
             let sy = Switchyard::launch(&opts.switchyard_bin, &all).await?;
-            let cfg = render_gateway(&GatewayConfig {
+            let gw = GatewayConfig {
                 epp: sy.grpc,
                 failure_mode_allow: false,
                 filters_before_ext_proc: None,
-            })?;
+            };
+            let cfg = match &opts.envoy_template {
+                Some(t) => render_gateway_from(t, &gw)?,
+                None => render_gateway(&gw)?,
+            };
             let envoy = Envoy::start(envoy_bin, &cfg, envoy_threads()).await?;
             let target = Target::Proxy {
                 gateway: Gateway::new(Router::Proxy),
@@ -317,7 +323,7 @@ pub fn table(rows: &[LiveRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<26} {:>5} {:>4} {:>6} {:>9} {:>9} {:>8} {:>7} {:>15} {:>7} {:>8} {:>8} {:>8}",
+        "{:<28} {:>5} {:>4} {:>6} {:>9} {:>9} {:>8} {:>7} {:>15} {:>7} {:>8} {:>8} {:>8}",
         "router",
         "reqs",
         "errs",
@@ -343,7 +349,7 @@ pub fn table(rows: &[LiveRow]) -> String {
             .join("/");
         let _ = writeln!(
             s,
-            "{:<26} {:>5} {:>4} {:>6.2} {:>7.1}ms {:>7.1}ms {:>6.0}ms {:>6.1}% {:>15} {:>6.1}% {:>8} {:>8} {:>8}",
+            "{:<28} {:>5} {:>4} {:>6.2} {:>7.1}ms {:>7.1}ms {:>6.0}ms {:>6.1}% {:>15} {:>6.1}% {:>8} {:>8} {:>8}",
             r.policy,
             r.requests,
             r.errors,

@@ -123,6 +123,10 @@ enum Cmd {
         /// Another Switchyard configuration to measure, as an extra row; repeatable.
         #[arg(long)]
         switchyard_config: Vec<PathBuf>,
+        /// A variant of manifests/envoy/envoy.yaml to run in front of Switchyard (it must keep
+        /// the manifest's three socket_address lines and `failure_mode_allow: false`).
+        #[arg(long)]
+        envoy_config: Option<PathBuf>,
         /// Only these rows (comma list of switchyard, vtc, sglang, vllm, round-robin).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -287,6 +291,7 @@ async fn run(cli: Cli) -> Result<()> {
             peers_venv,
             vtc_config,
             switchyard_config,
+            envoy_config,
             only,
             out,
             seed,
@@ -368,6 +373,13 @@ async fn run(cli: Cli) -> Result<()> {
                 engine: engine(&profile, Some(kv_blocks))?,
                 switchyard_bin: demo::find_switchyard(switchyard_bin.as_deref())?,
                 envoy,
+                envoy_template: envoy_config
+                    .as_ref()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("reading {}", p.display()))
+                    })
+                    .transpose()?,
                 seed,
                 progress: !quiet,
             };
