@@ -8,14 +8,27 @@
 //!   stepped in real time, and [`exposition`] pages in vLLM, SGLang, trtllm-serve or Triton format.
 //! - [`gateway`]: an Envoy-like ext_proc client that routes requests through an EPP.
 //! - [`workload`], [`load`], [`report`]: synthetic workloads, the load generator, and results.
+//! - [`trace`], [`suites`]: timed workloads — Mooncake, Azure and VTC-artifact trace readers, the
+//!   VTC paper's multi-tenant suites, the shared-prefix workload with Poisson arrivals.
+//! - [`des`]: the discrete-event mode: Switchyard's scheduler and the engine model in virtual time,
+//!   with an EPP admission stage and scraping at the configured interval.
+//! - [`baselines`]: the policies a run can name: config files and baseline routers.
+//! - [`evaluate`]: `run` and `compare`: workloads by name, policies, reports written to disk.
+//! - [`fairness`]: per-tenant service over time, VTC's service-difference table, Jain's index.
 
 #![forbid(unsafe_code)]
 
+pub mod baselines;
 pub mod demo;
+pub mod des;
 pub mod engine;
+pub mod evaluate;
 pub mod exposition;
+pub mod fairness;
 pub mod gateway;
 pub mod load;
 pub mod pod;
 pub mod report;
+pub mod suites;
+pub mod trace;
 pub mod workload;

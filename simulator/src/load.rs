@@ -57,18 +57,24 @@ pub struct Record {
     pub error: Option<String>,
 }
 
-fn body_of(item: &WorkItem, spec: &LoadSpec) -> Bytes {
+/// The `/v1/completions` body the load generator sends; the discrete-event mode builds the same
+/// bytes and hands them to Switchyard's request parser.
+pub fn completion_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> Bytes {
     let mut v = serde_json::json!({
-        "model": spec.model,
-        "prompt": item.prompt,
-        "max_tokens": item.max_tokens,
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
         "temperature": 0,
     });
-    if spec.stream {
+    if stream {
         v["stream"] = true.into();
         v["stream_options"] = serde_json::json!({"include_usage": true});
     }
     Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+fn body_of(item: &WorkItem, spec: &LoadSpec) -> Bytes {
+    completion_body(&spec.model, &item.prompt, item.max_tokens, spec.stream)
 }
 
 async fn one(

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use switchyard_sim::baselines::{self, Policy};
 use switchyard_sim::demo::{self, DemoOptions};
+use switchyard_sim::des::DesOptions;
 use switchyard_sim::engine::EngineConfig;
+use switchyard_sim::evaluate::{self, AdmissionChoice, Evaluation, WorkloadSpec};
 use switchyard_sim::exposition::Personality;
 use switchyard_sim::report;
 use switchyard_sim::workload::SharedPrefix;
@@ -23,8 +26,133 @@ struct Cli {
     command: Cmd,
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    switchyard::config::value::parse_go_duration(s)
+}
+
+/// The simulated pool.
+#[derive(Debug, Args)]
+struct PoolArgs {
+    #[arg(long, default_value_t = 4)]
+    pods: usize,
+    /// Engine profile: h100-llama3-8b or a10g-llama-7b.
+    #[arg(long, default_value = "h100-llama3-8b")]
+    profile: String,
+    /// KV cache size per pod in blocks of 16 tokens (default: the profile's).
+    #[arg(long)]
+    kv_blocks: Option<u32>,
+    /// Metrics personality: vllm, sglang, trtllm-serve, triton-tensorrt-llm.
+    #[arg(long, default_value = "vllm")]
+    engine: String,
+    /// How often the EPP scrapes each pod (--refresh-metrics-interval).
+    #[arg(long, default_value = "50ms", value_parser = duration)]
+    scrape_interval: Duration,
+}
+
+/// The workload.
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    /// synthetic | vtc:<suite> | mooncake:<path> | azure:<path> | vtc-results:<path>
+    #[arg(long, default_value = "synthetic")]
+    workload: String,
+    /// synthetic: Poisson arrivals per second.
+    #[arg(long, default_value_t = 22.0)]
+    rate: f64,
+    /// synthetic: seconds of arrivals.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// synthetic: prompt groups sharing a system prompt.
+    #[arg(long, default_value_t = 32)]
+    groups: usize,
+    /// synthetic: distinct prompts per group.
+    #[arg(long, default_value_t = 20)]
+    prompts_per_group: usize,
+    /// synthetic: system prompt tokens.
+    #[arg(long, default_value_t = 2000)]
+    system_tokens: usize,
+    /// synthetic: question tokens.
+    #[arg(long, default_value_t = 150)]
+    question_tokens: usize,
+    /// synthetic: output tokens.
+    #[arg(long, default_value_t = 64)]
+    output_tokens: u32,
+    /// Assign this many tenants (traces without tenants; overrides the synthetic ones).
+    #[arg(long)]
+    tenants: Option<u32>,
+    /// How tenants are assigned: round-robin, hash-block[:INDEX].
+    #[arg(long, default_value = "round-robin")]
+    tenant_rule: String,
+    /// Keep only the first N requests.
+    #[arg(long)]
+    max_requests: Option<usize>,
+    /// Keep only requests arriving in the first S seconds.
+    #[arg(long)]
+    horizon: Option<f64>,
+    /// Replay arrivals this many times faster.
+    #[arg(long, default_value_t = 1.0)]
+    speed_up: f64,
+}
+
+/// What a run writes.
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Write report.json, ttft.svg and service-<policy>.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the JSON report instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run one policy on a workload: discrete-event (virtual time) or live (fake pods, real
+    /// Switchyard).
+    Run {
+        /// des or live.
+        #[arg(long, default_value = "des")]
+        mode: String,
+        /// A baseline name or an EndpointPickerConfig file (see `switchyard-sim baselines`).
+        #[arg(long, default_value = "gie-default")]
+        policy: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// EPP admission: auto (FCFS flow control when the config enables flowControl),
+        /// pass-through, fcfs.
+        #[arg(long, default_value = "auto")]
+        admission: String,
+        /// live: the switchyard binary.
+        #[arg(long)]
+        switchyard_bin: Option<PathBuf>,
+        #[command(flatten)]
+        pool: PoolArgs,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Run several policies on one workload side by side, in virtual time.
+    Compare {
+        /// Baseline names or EndpointPickerConfig files.
+        #[arg(required = true)]
+        policies: Vec<String>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// EPP admission: auto, pass-through, fcfs.
+        #[arg(long, default_value = "auto")]
+        admission: String,
+        #[command(flatten)]
+        pool: PoolArgs,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List the baseline policies.
+    Baselines,
     /// Run fake model-server pods on 127.0.0.11, .12, … until Ctrl-C.
     Pods {
         #[arg(long, default_value_t = 4)]
@@ -82,8 +210,157 @@ fn engine(profile: &str, kv_blocks: Option<u32>) -> Result<EngineConfig> {
     Ok(e)
 }
 
+fn des_options(pool: &PoolArgs, seed: u64) -> Result<DesOptions> {
+    if pool.pods == 0 || pool.pods > 10_000 {
+        bail!("--pods must be in 1..=10000");
+    }
+    let personality = Personality::by_name(&pool.engine).with_context(|| {
+        format!(
+            "unknown engine {:?} (one of {})",
+            pool.engine,
+            Personality::NAMES.join(", ")
+        )
+    })?;
+    Ok(DesOptions {
+        pods: pool.pods,
+        engine: engine(&pool.profile, pool.kv_blocks)?,
+        personality,
+        scrape_interval: pool.scrape_interval,
+        seed,
+        ..DesOptions::default()
+    })
+}
+
+fn workload_spec(w: &WorkloadArgs) -> WorkloadSpec {
+    WorkloadSpec {
+        workload: w.workload.clone(),
+        rate: w.rate,
+        duration_s: w.duration,
+        shared_prefix: SharedPrefix {
+            groups: w.groups.max(1),
+            prompts_per_group: w.prompts_per_group.max(1),
+            system_prompt_tokens: w.system_tokens,
+            question_tokens: w.question_tokens,
+            output_tokens: w.output_tokens.max(1),
+            ..SharedPrefix::default()
+        },
+        tenants: w.tenants,
+        tenant_rule: w.tenant_rule.clone(),
+        max_requests: w.max_requests,
+        horizon_s: w.horizon,
+        speed_up: w.speed_up,
+    }
+}
+
+fn admission(s: &str) -> Result<AdmissionChoice> {
+    AdmissionChoice::parse(s)
+        .with_context(|| format!("unknown admission {s:?} (auto, pass-through, fcfs)"))
+}
+
+fn report_out(eval: &Evaluation, output: &OutputArgs) -> Result<()> {
+    if output.json {
+        println!("{}", eval.to_json());
+    } else {
+        let r = &eval.run;
+        println!(
+            "{} on {} {} pods ({} KV blocks each), {} requests from {} tenants, seed {}\n",
+            r.workload, r.pods, r.profile, r.kv_blocks, r.requests, r.tenants, r.seed
+        );
+        println!("{}", report::table(&eval.reports()));
+    }
+    if let Some(dir) = &output.out {
+        let files = evaluate::write_outputs(dir, eval)?;
+        if !output.quiet {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compare(
+    specs: &[String],
+    seed: u64,
+    admission_choice: &str,
+    pool: &PoolArgs,
+    workload: &WorkloadArgs,
+    output: &OutputArgs,
+) -> Result<()> {
+    let mut policies = specs
+        .iter()
+        .map(|s| Policy::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    evaluate::unique_labels(&mut policies);
+    let opts = des_options(pool, seed)?;
+    let started = std::time::Instant::now();
+    let trace = workload_spec(workload).trace(seed)?;
+    if !output.quiet {
+        eprintln!(
+            "{}: {} requests loaded in {:.2}s",
+            trace.name,
+            trace.requests.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let quiet = output.quiet;
+    let eval = evaluate::compare_des(
+        &trace,
+        &policies,
+        &opts,
+        admission(admission_choice)?,
+        |r, o, wall| {
+            if !quiet {
+                eprintln!(
+                    "{}: {} requests, {:.0} s virtual, {:.2} s wall ({} steps, {} scrapes, {} events)",
+                    r.report.policy,
+                    o.records.len(),
+                    o.end.as_secs_f64(),
+                    wall.as_secs_f64(),
+                    o.counts.steps,
+                    o.counts.scrapes,
+                    o.counts.events
+                );
+            }
+        },
+    );
+    report_out(&eval, output)
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Baselines => {
+            for (name, what) in baselines::BASELINES {
+                println!("{name:<20} {what}");
+            }
+            println!("{:<20} any EndpointPickerConfig YAML file", "<path>");
+            Ok(())
+        }
+        Cmd::Compare {
+            policies,
+            seed,
+            admission,
+            pool,
+            workload,
+            output,
+        } => compare(&policies, seed, &admission, &pool, &workload, &output),
+        Cmd::Run {
+            mode,
+            policy,
+            seed,
+            admission,
+            switchyard_bin,
+            pool,
+            workload,
+            output,
+        } => match mode.as_str() {
+            "des" => compare(&[policy], seed, &admission, &pool, &workload, &output),
+            "live" => {
+                let _ = switchyard_bin;
+                bail!("live mode: not yet")
+            }
+            other => bail!("unknown --mode {other:?} (des, live)"),
+        },
         Cmd::Pods {
             count,
             engine: personality,
