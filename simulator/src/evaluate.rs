@@ -268,6 +268,7 @@ pub fn run_des(
             prefix_hit_rate: outcome.prefix_hit_rate(),
             ideal_prefix_hit_rate: Some(outcome.ideal_prefix_hit_rate),
             preemptions: Some(outcome.preemptions()),
+            engine_busy: Some(outcome.engine_busy()),
             horizon_s: trace.duration.map(|d| d.as_secs_f64()),
         },
     );

@@ -34,6 +34,9 @@ pub struct PolicyReport {
     pub ideal_prefix_hit_rate: Option<f64>,
     /// Engine preemptions summed over the pods, when known.
     pub preemptions: Option<u64>,
+    /// Fraction of the run the engines spent stepping, mean over the pods, when known: how loaded
+    /// the pool was.
+    pub engine_busy: Option<f64>,
     pub tenants: BTreeMap<String, TenantReport>,
     pub fairness: Fairness,
     pub service: ServiceSeries,
@@ -65,6 +68,7 @@ pub struct RunFacts {
     pub prefix_hit_rate: f64,
     pub ideal_prefix_hit_rate: Option<f64>,
     pub preemptions: Option<u64>,
+    pub engine_busy: Option<f64>,
     /// The workload's nominal length in seconds (the fairness horizon).
     pub horizon_s: Option<f64>,
 }
@@ -175,6 +179,7 @@ impl PolicyReport {
             e2e_p90_ms: quantile(&e2e, 0.9),
             ideal_prefix_hit_rate: facts.ideal_prefix_hit_rate,
             preemptions: facts.preemptions,
+            engine_busy: facts.engine_busy,
             tenants: tenant_reports(records),
             fairness: fairness::fairness(records, horizon),
             service: fairness::service_series(records, horizon),
@@ -204,7 +209,7 @@ pub fn table(reports: &[PolicyReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "{:<22} {:>6} {:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>5}",
         "policy",
         "reqs",
         "errs",
@@ -219,12 +224,13 @@ pub fn table(reports: &[PolicyReport]) -> String {
         "e2e p99",
         "prefix",
         "ideal",
-        "preempt"
+        "preempt",
+        "busy"
     );
     for r in reports {
         let _ = writeln!(
             s,
-            "{:<22} {:>6} {:>5} {:>7.2} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            "{:<22} {:>6} {:>5} {:>7.2} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>5}",
             r.policy,
             r.requests,
             r.errors,
@@ -240,6 +246,8 @@ pub fn table(reports: &[PolicyReport]) -> String {
             pct(Some(r.prefix_hit_rate)),
             pct(r.ideal_prefix_hit_rate),
             r.preemptions.map_or_else(|| "-".into(), |p| p.to_string()),
+            r.engine_busy
+                .map_or_else(|| "-".into(), |b| format!("{:.0}%", b * 100.0)),
         );
     }
     if reports.iter().any(|r| r.tenants.len() > 1) {

@@ -90,6 +90,8 @@ pub struct Counts {
     pub events: u64,
     pub steps: u64,
     pub scrapes: u64,
+    /// Scrapes that rendered and parsed a page (the others found the gauges unchanged).
+    pub pages: u64,
     /// The most requests the admission stage held at once.
     pub max_queued: usize,
 }
@@ -118,6 +120,20 @@ impl DesOutcome {
             )
         });
         if q == 0 { 0.0 } else { h as f64 / q as f64 }
+    }
+
+    /// Fraction of the run the engines spent stepping, mean over the pods.
+    pub fn engine_busy(&self) -> f64 {
+        let end = self.end.as_secs_f64();
+        if end <= 0.0 || self.engine_stats.is_empty() {
+            return 0.0;
+        }
+        let busy: f64 = self
+            .engine_stats
+            .iter()
+            .map(|s| s.busy_time.as_secs_f64())
+            .sum();
+        busy / (end * self.engine_stats.len() as f64)
     }
 
     pub fn preemptions(&self) -> u64 {
@@ -349,7 +365,10 @@ impl Sim<'_, '_> {
             engine_stats: self.pods.iter().map(|p| p.engine.stats()).collect(),
             ideal_prefix_hit_rate: self.ideal.hit_rate(),
             end: dur(end),
-            counts: self.counts,
+            counts: Counts {
+                pages: self.pods.iter().map(|p| p.pages).sum(),
+                ..self.counts
+            },
         }
     }
 

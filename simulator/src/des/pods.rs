@@ -78,6 +78,8 @@ pub struct SimPod {
     mapping: Arc<EngineMapping>,
     last_key: Option<PageKey>,
     latencies: Latencies,
+    /// Pages rendered and parsed so far.
+    pub pages: u64,
 }
 
 /// The address of pod `i`: `10.0.<i / 250>.<i % 250 + 1>`.
@@ -105,6 +107,7 @@ impl SimPod {
             pending: Vec::new(),
             last_key: None,
             latencies: Latencies::default(),
+            pages: 0,
         }
     }
 
@@ -128,6 +131,7 @@ impl SimPod {
             m.updated_at = Some(now);
             return Some(m);
         }
+        self.pages += 1;
         let secs = Duration::from_nanos(now.as_nanos()).as_secs_f64();
         let page = exposition::render(
             personality,

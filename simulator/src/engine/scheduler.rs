@@ -525,7 +525,8 @@ impl Engine {
             self.reserve
                 .push((seq.num_tokens(), seq.max_output.saturating_sub(seq.output)));
         }
-        self.reserve.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+        self.reserve
+            .sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
         let bs = u64::from(self.cfg.block_size);
         let capacity = u64::from(self.pool.num_blocks()) * bs;
         let mut held = 0u64;
