@@ -22,6 +22,7 @@ pub mod config;
 pub mod datalayer;
 pub mod discovery;
 pub mod extproc;
+pub mod flowcontrol;
 pub mod pool;
 pub mod prefix;
 pub mod scheduling;

@@ -15,7 +15,9 @@ use switchyard::datalayer::collector::{Collector, CollectorConfig};
 use switchyard::datalayer::metrics::DataLayerMetrics;
 use switchyard::discovery::{self, Datastore};
 use switchyard::extproc::{Director, ExtProcOptions};
+use switchyard::flowcontrol::{self, FlowControl, FlowControlMetrics};
 use switchyard::pool::EndpointPool;
+use switchyard::scheduling::plugins::UtilizationFilter;
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness};
 use switchyard::telemetry::RequestMetrics;
 
@@ -427,6 +429,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let built = cfg.build();
     built.register_metrics(&mut registry);
+    let saturation = built.saturation.clone();
     let (scheduler, producers) = built.into_parts();
     // Endpoints that leave the pool are forgotten by the prefix index and in-flight counters.
     {
@@ -449,13 +452,38 @@ async fn run(cli: Cli) -> Result<()> {
             }
         });
     }
-    let saturation = cfg.build_saturation_detector();
+    let fc_metrics = FlowControlMetrics::new();
+    fc_metrics.register(&mut registry);
+    let flow_control = flowcontrol::controller_config(&cfg).map(|fc_cfg| {
+        let detector = saturation.clone().unwrap_or_else(|| {
+            Arc::new(UtilizationFilter {
+                queue_depth_threshold: 5,
+                kv_cache_util_threshold: 0.8,
+                metrics_staleness_threshold: Duration::from_millis(200),
+                headroom: 0.0,
+            })
+        });
+        tracing::info!(
+            detector = detector.type_name(),
+            "flow control is on: requests queue while the pool is saturated"
+        );
+        let fc = FlowControl::new(
+            fc_cfg,
+            pool.clone(),
+            detector,
+            clock,
+            fc_metrics,
+            &pool_name,
+        );
+        tokio::spawn(fc.clone().run(stop_rx.clone()));
+        fc
+    });
     if saturation.is_none() {
         tracing::warn!(
-            "the configured saturation detector needs in-flight tracking; sheddable requests are admitted"
+            "the configured saturation detector cannot judge the pool; sheddable requests are admitted"
         );
     }
-    let director = Arc::new(Director::new(
+    let mut director = Director::new(
         pool.clone(),
         datastore,
         scheduler,
@@ -463,7 +491,11 @@ async fn run(cli: Cli) -> Result<()> {
         metrics,
         opts,
         clock,
-    ));
+    );
+    if let Some(fc) = flow_control {
+        director = director.with_flow_control(fc);
+    }
+    let director = Arc::new(director);
 
     let tls = if cli.secure_serving {
         Some(match &cli.cert_path {

@@ -18,6 +18,9 @@ pub struct EndpointPool {
     /// Bumped whenever the set of endpoints changes (not on metrics updates), so the scraper and
     /// other watchers can reconcile.
     membership: watch::Sender<u64>,
+    /// Bumped on every metrics update, for flow control's dispatcher (it subscribes only while
+    /// requests wait, so an idle EPP does no work per scrape).
+    metrics: watch::Sender<u64>,
 }
 
 impl Default for EndpointPool {
@@ -32,6 +35,7 @@ impl EndpointPool {
             current: ArcSwap::from_pointee(EndpointSnapshot::default()),
             write: Mutex::new(()),
             membership: watch::channel(0).0,
+            metrics: watch::channel(0).0,
         }
     }
 
@@ -87,12 +91,18 @@ impl EndpointPool {
         let mut next = old.endpoints().to_vec();
         next[i].metrics = metrics;
         self.current.store(Arc::new(EndpointSnapshot::new(next)));
+        self.metrics.send_modify(|g| *g = g.wrapping_add(1));
         true
     }
 
     /// A receiver that changes whenever endpoints join or leave.
     pub fn watch_membership(&self) -> watch::Receiver<u64> {
         self.membership.subscribe()
+    }
+
+    /// A receiver that changes whenever any endpoint's metrics are updated.
+    pub fn watch_metrics(&self) -> watch::Receiver<u64> {
+        self.metrics.subscribe()
     }
 }
 

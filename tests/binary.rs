@@ -320,3 +320,63 @@ async fn scraped_metrics_steer_the_pick() {
     let (status, log) = p.terminate();
     assert!(status.success(), "{log}");
 }
+
+#[tokio::test]
+async fn flow_control_from_the_config_file_queues_and_answers_503_on_shutdown() {
+    use switchyard::datalayer::fake::{EngineState, VllmPage};
+    let page = VllmPage {
+        engines: vec![EngineState {
+            waiting: 20,
+            running: 4,
+            kv_usage: 0.5,
+        }],
+        ..Default::default()
+    }
+    .render();
+    let busy = metrics_server("127.0.0.43", page).await;
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vtc.yaml");
+    let p = Proc::start(&[
+        "--secure-serving=false",
+        "--static-endpoints",
+        &busy.to_string(),
+        "--config-file",
+        config,
+    ]);
+    let mut client = ExternalProcessorClient::connect(format!("http://{}", p.grpc))
+        .await
+        .unwrap();
+    let mut s = Stream::open(&mut client).await;
+    s.send(headers_msg(
+        &[
+            (":path", "/v1/completions"),
+            ("x-gateway-inference-fairness-id", "acme"),
+        ],
+        false,
+    ))
+    .await;
+    s.send(body_msg(br#"{"model":"m","prompt":"hello"}"#, true))
+        .await;
+    // The pod's queue of 20 saturates the pool: the request waits in Switchyard.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), s.recv())
+            .await
+            .is_err(),
+        "the request was not held"
+    );
+    let pid = p.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.recv())
+        .await
+        .expect("an answer on shutdown")
+        .expect("a response");
+    assert_eq!(
+        immediate(&r),
+        (
+            503,
+            "inference error: ServiceUnavailable - request evicted from the queue: the endpoint picker is shutting down".to_string()
+        )
+    );
+    drop(s);
+    let (status, log) = p.terminate();
+    assert!(status.success(), "{log}");
+}

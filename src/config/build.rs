@@ -24,6 +24,9 @@ pub struct BuiltScheduler {
     pub inflight_producers: Vec<Arc<InflightLoadProducer>>,
     /// Shared by every prefix producer; registered once.
     pub prefix_metrics: PrefixMetrics,
+    /// The configured saturation detector; the concurrency detector reads the in-flight
+    /// counts of this scheduler's in-flight producer.
+    pub saturation: Option<Arc<dyn crate::scheduling::SaturationDetector>>,
 }
 
 impl BuiltScheduler {
@@ -148,9 +151,9 @@ fn handler_of(spec: &PluginSpec) -> Option<Arc<dyn ProfileHandler>> {
 }
 
 impl EndpointPickerConfig {
-    /// The saturation detector that admission consults, when it can judge on its own. The
-    /// concurrency detector needs in-flight tracking from the request path, so it is not
-    /// available here.
+    /// The saturation detector that admission consults, when it can judge from scraped metrics
+    /// alone. The concurrency detector needs the in-flight counts of a built scheduler: see
+    /// [`BuiltScheduler::saturation`].
     pub fn build_saturation_detector(
         &self,
     ) -> Option<Arc<dyn crate::scheduling::SaturationDetector>> {
@@ -243,11 +246,23 @@ impl EndpointPickerConfig {
             .with_producers(producers)
             .with_pre_request(pre_request)
             .with_response_complete(response_complete);
+        let saturation = match &self.plugin(self.saturation_detector).spec {
+            PluginSpec::ConcurrencyDetector(p) => inflight_producers.first().map(|inflight| {
+                Arc::new(ConcurrencyDetector {
+                    mode: p.mode,
+                    max_concurrency: p.max_concurrency,
+                    max_token_concurrency: p.max_token_concurrency,
+                    inflight: inflight.clone(),
+                }) as Arc<dyn crate::scheduling::SaturationDetector>
+            }),
+            _ => self.build_saturation_detector(),
+        };
         BuiltScheduler {
             scheduler,
             prefix_producers,
             inflight_producers,
             prefix_metrics,
+            saturation,
         }
     }
 }

@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::discovery::Datastore;
+use crate::flowcontrol::FlowControl;
 use crate::pool::EndpointPool;
 use crate::scheduling::{SaturationDetector, Scheduler};
 use crate::telemetry::RequestMetrics;
@@ -41,6 +42,8 @@ pub struct Director {
     pub datastore: Arc<Datastore>,
     scheduler: ArcSwap<Scheduler>,
     pub saturation: Option<Arc<dyn SaturationDetector>>,
+    /// With the `flowControl` gate: requests queue here while the pool is saturated.
+    pub flow_control: Option<Arc<FlowControl>>,
     pub metrics: Arc<RequestMetrics>,
     pub opts: ExtProcOptions,
     pub clock: Clock,
@@ -61,10 +64,17 @@ impl Director {
             datastore,
             scheduler: ArcSwap::from_pointee(scheduler),
             saturation,
+            flow_control: None,
             metrics,
             opts,
             clock,
         }
+    }
+
+    /// Queues requests in `fc` instead of GIE's legacy shedding.
+    pub fn with_flow_control(mut self, fc: Arc<FlowControl>) -> Self {
+        self.flow_control = Some(fc);
+        self
     }
 
     pub fn scheduler(&self) -> Arc<Scheduler> {

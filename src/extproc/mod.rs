@@ -68,29 +68,56 @@ async fn run_stream(
     tx: mpsc::Sender<Result<ProcessingResponse, Status>>,
 ) {
     let mut state = StreamState::new(director, SchedulerRng::seed_from_u64(rand::random()));
+    // Messages that arrived while the request waited in flow control.
+    let mut deferred: std::collections::VecDeque<ProcessingRequest> = Default::default();
     'stream: loop {
-        let msg = tokio::select! {
-            m = inbound.message() => m,
-            _ = tx.closed() => break,
-        };
-        match msg {
-            Ok(Some(req)) => {
-                let out = state.handle(req);
-                for r in out.responses {
-                    if tx.send(Ok(r)).await.is_err() {
-                        break 'stream;
+        let req = match deferred.pop_front() {
+            Some(r) => r,
+            None => {
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = tx.closed() => break,
+                };
+                match msg {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(status) => {
+                        if status.code() != tonic::Code::Cancelled {
+                            tracing::debug!(error = %status, "ext_proc stream ended with an error");
+                        }
+                        break;
                     }
                 }
-                if out.close {
-                    break;
+            }
+        };
+        let mut out = state.handle(req);
+        loop {
+            for r in std::mem::take(&mut out.responses) {
+                if tx.send(Ok(r)).await.is_err() {
+                    break 'stream;
                 }
             }
-            Ok(None) => break,
-            Err(status) => {
-                if status.code() != tonic::Code::Cancelled {
-                    tracing::debug!(error = %status, "ext_proc stream ended with an error");
-                }
+            if out.close {
+                break 'stream;
+            }
+            let Some(mut ticket) = out.wait.take() else {
                 break;
+            };
+            // Queued: wait for dispatch, watching for the gateway or client going away (the
+            // dropped ticket takes the request out of the queue).
+            let outcome = loop {
+                tokio::select! {
+                    o = ticket.wait() => break Some(o),
+                    _ = tx.closed() => break None,
+                    m = inbound.message() => match m {
+                        Ok(Some(req)) => deferred.push_back(req),
+                        _ => break None,
+                    },
+                }
+            };
+            match outcome {
+                Some(o) => out = state.admitted(o),
+                None => break 'stream,
             }
         }
     }

@@ -16,15 +16,36 @@ use super::error::{Code, InferenceError};
 use super::openai;
 use super::protocol::*;
 use super::response::{ModelNameRewriter, SseUsageScanner, usage_from_json};
+use crate::flowcontrol::{Admission, NewItem, Outcome, Ticket};
 use crate::scheduling::{DEFAULT_FAIRNESS_ID, Request, SchedulerRng, Usage};
 use crate::telemetry::{ErrorLabels, ModelLabels, RequestLabels, RunningLabels};
 
-/// What a message produced: responses to send, and whether the stream is finished.
+/// What a message produced: responses to send, whether the stream is finished, and a queued
+/// request's ticket to await before [`StreamState::admitted`] continues it.
 #[derive(Debug, Default)]
 pub struct Output {
     pub responses: Vec<ProcessingResponse>,
     pub close: bool,
+    pub wait: Option<Ticket>,
 }
+
+/// A parsed request between admission and scheduling.
+struct Prepared {
+    request: Request,
+    labels: ModelLabels,
+    incoming: String,
+    target: String,
+    body: Bytes,
+    model_span: Option<std::ops::Range<usize>>,
+}
+
+/// What routing a request body led to.
+enum Routing {
+    Now(Vec<ProcessingResponse>),
+    Wait(Ticket),
+}
+
+type RouteError = (InferenceError, Option<ModelLabels>);
 
 /// A request that was routed and whose response is not complete yet.
 struct Routed {
@@ -59,6 +80,10 @@ pub struct StreamState {
     running_model: Option<String>,
     response: ResponseState,
     buffered_usage: Option<Usage>,
+    /// A request waiting in flow control.
+    pending: Option<Prepared>,
+    /// A request flow control dispatched, until its response ends.
+    admission: Option<Admission>,
 }
 
 impl StreamState {
@@ -78,6 +103,8 @@ impl StreamState {
             running_model: None,
             response: ResponseState::default(),
             buffered_usage: None,
+            pending: None,
+            admission: None,
         }
     }
 
@@ -126,7 +153,25 @@ impl StreamState {
         if self.routed.is_some() {
             self.complete_with(None);
         }
+        self.pending = None;
+        if let Some(mut a) = self.admission.take() {
+            a.complete();
+        }
         self.release_running();
+    }
+
+    /// Continues a request that waited in flow control.
+    pub fn admitted(&mut self, outcome: Outcome) -> Output {
+        let mut out = Output::default();
+        let Some(p) = self.pending.take() else {
+            return out;
+        };
+        let labels = p.labels.clone();
+        match self.after_admission(p, outcome) {
+            Ok(responses) => out.responses = responses,
+            Err((e, l)) => self.reject(e, l.or(Some(labels)), &mut out),
+        }
+        out
     }
 
     // === request side ===
@@ -213,17 +258,15 @@ impl StreamState {
         self.body_done = true;
         let body = std::mem::take(&mut self.body).freeze();
         match self.route(body) {
-            Ok(responses) => out.responses.extend(responses),
+            Ok(Routing::Now(responses)) => out.responses.extend(responses),
+            Ok(Routing::Wait(ticket)) => out.wait = Some(ticket),
             Err((e, labels)) => self.reject(e, labels, out),
         }
     }
 
-    /// Parse, rewrite, admit, schedule; the responses that route the request, or why not.
-    #[allow(clippy::type_complexity)]
-    fn route(
-        &mut self,
-        body: Bytes,
-    ) -> Result<Vec<ProcessingResponse>, (InferenceError, Option<ModelLabels>)> {
+    /// Parse, rewrite, admit, schedule; the responses that route the request, a ticket to wait
+    /// on, or why not.
+    fn route(&mut self, body: Bytes) -> Result<Routing, RouteError> {
         let d = self.d.clone();
         let path = first(
             &self.headers,
@@ -299,21 +342,107 @@ impl StreamState {
             .get_or_create(&labels)
             .observe(body.len() as f64);
 
+        let prepared = Prepared {
+            request,
+            labels,
+            incoming,
+            target,
+            body,
+            model_span: parsed.map(|p| p.model_span),
+        };
+        let Some(fc) = &d.flow_control else {
+            // GIE's legacy admission: only sheddable requests, only when saturated.
+            if prepared.request.is_sheddable()
+                && let Some(det) = &d.saturation
+            {
+                let snapshot = d.pool.snapshot();
+                let candidates = snapshot.candidates(prepared.request.subset.as_deref());
+                if det.saturation(&snapshot, &candidates, d.clock.now()) >= 1.0 {
+                    return Err((
+                        InferenceError::new(
+                            Code::ResourceExhausted,
+                            "system saturated, sheddable request dropped",
+                        ),
+                        Some(prepared.labels),
+                    ));
+                }
+            }
+            return self.schedule(prepared).map(Routing::Now);
+        };
+        let item = NewItem {
+            fairness_id: prepared.request.fairness_id.clone(),
+            priority: prepared.request.priority,
+            bytes: prepared.body.len() as u64,
+            input_tokens: estimate_input_tokens(&prepared.request),
+            ttl: None,
+        };
+        match fc.enqueue(item, &prepared.incoming, &prepared.target) {
+            Err(e) => Err((
+                InferenceError::new(
+                    Code::ResourceExhausted,
+                    format!("request rejected by flow control: {e}"),
+                ),
+                Some(prepared.labels),
+            )),
+            Ok(mut ticket) => match ticket.try_outcome() {
+                Some(outcome) => self.after_admission(prepared, outcome).map(Routing::Now),
+                None => {
+                    self.pending = Some(prepared);
+                    Ok(Routing::Wait(ticket))
+                }
+            },
+        }
+    }
+
+    fn after_admission(
+        &mut self,
+        p: Prepared,
+        outcome: Outcome,
+    ) -> Result<Vec<ProcessingResponse>, RouteError> {
+        match outcome {
+            Outcome::Dispatched(r) => {
+                let fc = self
+                    .d
+                    .flow_control
+                    .clone()
+                    .expect("flow control dispatched");
+                self.admission = Some(Admission::new(fc, &r));
+                self.schedule(p)
+            }
+            Outcome::EvictedTtl(waited) => Err((
+                InferenceError::new(
+                    Code::ServiceUnavailable,
+                    format!(
+                        "request timed out in queue: waited {} ms, past its time to live",
+                        waited.as_millis()
+                    ),
+                ),
+                Some(p.labels),
+            )),
+            Outcome::Shutdown => Err((
+                InferenceError::new(
+                    Code::ServiceUnavailable,
+                    "request evicted from the queue: the endpoint picker is shutting down",
+                ),
+                Some(p.labels),
+            )),
+        }
+    }
+
+    /// Candidates, scheduling and the responses that route the request.
+    fn schedule(&mut self, p: Prepared) -> Result<Vec<ProcessingResponse>, RouteError> {
+        let d = self.d.clone();
+        let Prepared {
+            request,
+            labels,
+            incoming,
+            target,
+            body,
+            model_span,
+        } = p;
         let snapshot = d.pool.snapshot();
         let now = d.clock.now();
         let candidates = snapshot.candidates(request.subset.as_deref());
-        if request.is_sheddable()
-            && let Some(det) = &d.saturation
-            && det.saturation(&snapshot, &candidates, now) >= 1.0
-        {
-            return Err((
-                InferenceError::new(
-                    Code::ResourceExhausted,
-                    "system saturated, sheddable request dropped",
-                ),
-                Some(labels),
-            ));
-        }
         if candidates.is_empty() {
             return Err((
                 InferenceError::new(
@@ -356,6 +485,13 @@ impl StreamState {
         scheduler.pre_request(&request, &snapshot, &state, &result, now);
 
         let targets = result.targets();
+        if let Some(a) = &mut self.admission {
+            let hit = state
+                .prefix_match(targets[0].index)
+                .filter(|&(_, total)| total > 0)
+                .map(|(matched, total)| f64::from(matched) / f64::from(total));
+            a.picked(hit);
+        }
         let primary = &snapshot.get(targets[0].index).endpoint;
         d.metrics
             .scheduler_attempts_total
@@ -373,8 +509,8 @@ impl StreamState {
             .collect::<Vec<_>>()
             .join(",");
 
-        let out_body = match &parsed {
-            Some(p) if target != incoming => openai::rewrite_model(&body, &p.model_span, &target),
+        let out_body = match &model_span {
+            Some(span) if target != incoming => openai::rewrite_model(&body, span, &target),
             _ => body,
         };
         let mut set = vec![set_header(DESTINATION_ENDPOINT, &dest)];
@@ -496,6 +632,12 @@ impl StreamState {
         if self.response.streaming || self.response.passthrough {
             if self.response.streaming {
                 self.response.sse.feed(&b.body);
+                // Streamed usage (cumulative) charges the tenant as tokens arrive.
+                if let Some(a) = &mut self.admission
+                    && let Some(u) = self.response.sse.usage()
+                {
+                    a.usage(u);
+                }
             }
             let chunk = match &mut self.response.rewriter {
                 Some(r) => r.feed(&b.body, eos),
@@ -541,6 +683,12 @@ impl StreamState {
     }
 
     fn complete_with(&mut self, usage: Option<Usage>) {
+        if let Some(mut a) = self.admission.take() {
+            if let Some(u) = usage {
+                a.usage(u);
+            }
+            a.complete();
+        }
         let Some(r) = self.routed.take() else { return };
         let m = &self.d.metrics;
         let elapsed = self.received_at.elapsed().as_secs_f64();
@@ -586,4 +734,10 @@ impl StreamState {
                 .dec();
         }
     }
+}
+
+/// Input tokens flow control charges at dispatch, before the engine reports the real count:
+/// the prompt at 4 characters per token, as the prefix hashing assumes.
+fn estimate_input_tokens(request: &Request) -> u64 {
+    (request.prompt.len() as u64).div_ceil(4).max(1)
 }

@@ -78,6 +78,19 @@ pub trait Picker: Send + Sync {
 pub trait SaturationDetector: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn saturation(&self, snapshot: &EndpointSnapshot, candidates: &[usize], now: Timestamp) -> f64;
+
+    /// Saturation one dispatched request adds while the detector cannot see it yet. Flow
+    /// control counts requests it released since the detector's inputs last changed, so one
+    /// dispatch cycle cannot release a burst the pool's next metrics would have refused.
+    fn pending_weight(&self, _snapshot: &EndpointSnapshot, _candidates: &[usize]) -> f64 {
+        0.0
+    }
+
+    /// Whether a dispatched request becomes visible to the detector once it is scheduled (it
+    /// counts this EPP's own in-flight requests) rather than at the next metrics refresh.
+    fn visible_when_picked(&self) -> bool {
+        false
+    }
 }
 
 /// What one profile produced: its targets in order and the score of every candidate it scored.

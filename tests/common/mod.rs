@@ -20,6 +20,7 @@ use switchyard::clock::Clock;
 use switchyard::config;
 use switchyard::discovery::Datastore;
 use switchyard::extproc::{Director, ExtProcOptions};
+use switchyard::flowcontrol::{FlowControl, FlowControlMetrics};
 use switchyard::pool::EndpointPool;
 use switchyard::scheduling::{Endpoint, EndpointMetrics};
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness, tls::CertPair};
@@ -40,6 +41,9 @@ pub struct Harness {
     pub clock: Clock,
     pub registry: Arc<Registry>,
     pub readiness: Readiness,
+    pub flow_control: Option<Arc<FlowControl>>,
+    /// Stops the flow controller's dispatcher (it also stops when dropped).
+    pub fc_stop: tokio::sync::watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -82,17 +86,38 @@ impl Harness {
         let metrics = Arc::new(RequestMetrics::new());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let fc_metrics = FlowControlMetrics::new();
+        fc_metrics.register(&mut registry);
         let registry = Arc::new(registry);
         let clock = Clock::new();
-        let director = Arc::new(Director::new(
+        let built = cfg.build();
+        let saturation = built.saturation.clone();
+        let (fc_stop, fc_stop_rx) = tokio::sync::watch::channel(false);
+        let flow_control = switchyard::flowcontrol::controller_config(&cfg).map(|fc_cfg| {
+            let fc = FlowControl::new(
+                fc_cfg,
+                pool.clone(),
+                saturation.clone().expect("a saturation detector"),
+                clock,
+                fc_metrics,
+                "pool",
+            );
+            tokio::spawn(fc.clone().run(fc_stop_rx));
+            fc
+        });
+        let mut director = Director::new(
             pool.clone(),
             datastore.clone(),
-            cfg.build_scheduler(),
-            cfg.build_saturation_detector(),
+            built.scheduler,
+            saturation,
             metrics,
             opts,
             clock,
-        ));
+        );
+        if let Some(fc) = &flow_control {
+            director = director.with_flow_control(fc.clone());
+        }
+        let director = Arc::new(director);
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let listeners = Listeners {
             grpc: bind().await,
@@ -134,6 +159,8 @@ impl Harness {
             clock,
             registry,
             readiness,
+            flow_control,
+            fc_stop,
             stop: Some(stop_tx),
             task: Some(task),
         }
@@ -174,6 +201,7 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
+        let _ = self.fc_stop.send(true);
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -165,6 +165,12 @@ impl SaturationDetector for UtilizationFilter {
             .sum();
         total / candidates.len() as f64
     }
+
+    /// A released request lands in some endpoint's queue before the next scrape shows it: one
+    /// more waiting request, spread over the candidates.
+    fn pending_weight(&self, _: &EndpointSnapshot, candidates: &[usize]) -> f64 {
+        1.0 / (self.queue_depth_threshold.max(1) as f64 * candidates.len().max(1) as f64)
+    }
 }
 
 // === impl ConcurrencyFilter ===
@@ -206,6 +212,58 @@ impl Filter for ConcurrencyFilter {
         if candidates.iter().any(|&i| ok(i)) {
             candidates.retain(|&i| ok(i));
         }
+    }
+}
+
+/// The saturation side of `concurrency-detector`: in-flight work this EPP counts (requests or
+/// estimated tokens) over the candidates' aggregate capacity.
+pub struct ConcurrencyDetector {
+    pub mode: ConcurrencyMode,
+    pub max_concurrency: u64,
+    pub max_token_concurrency: u64,
+    pub inflight: std::sync::Arc<super::InflightLoadProducer>,
+}
+
+impl SaturationDetector for ConcurrencyDetector {
+    fn type_name(&self) -> &'static str {
+        "concurrency-detector"
+    }
+
+    /// Aggregate in-flight ÷ aggregate capacity; an empty candidate list is saturated.
+    fn saturation(&self, snapshot: &EndpointSnapshot, candidates: &[usize], _: Timestamp) -> f64 {
+        if candidates.is_empty() {
+            return 1.0;
+        }
+        let cap = match self.mode {
+            ConcurrencyMode::Requests => self.max_concurrency,
+            ConcurrencyMode::Tokens => self.max_token_concurrency,
+        }
+        .max(1) as f64;
+        let load: u64 = candidates
+            .iter()
+            .map(|&i| {
+                let l = self.inflight.load_of(&snapshot.get(i).endpoint.name);
+                match self.mode {
+                    ConcurrencyMode::Requests => l.requests,
+                    ConcurrencyMode::Tokens => l.tokens,
+                }
+            })
+            .sum();
+        load as f64 / (cap * candidates.len() as f64)
+    }
+
+    fn pending_weight(&self, _: &EndpointSnapshot, candidates: &[usize]) -> f64 {
+        match self.mode {
+            ConcurrencyMode::Requests => {
+                1.0 / (self.max_concurrency.max(1) as f64 * candidates.len().max(1) as f64)
+            }
+            // Tokens are unknown until the request is scheduled, which happens right after.
+            ConcurrencyMode::Tokens => 0.0,
+        }
+    }
+
+    fn visible_when_picked(&self) -> bool {
+        true
     }
 }
 
@@ -401,5 +459,30 @@ mod tests {
         let mut c = vec![0, 1, 2];
         f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
         assert_eq!(c, vec![0, 1]);
+    }
+
+    #[test]
+    fn concurrency_saturation_is_inflight_over_capacity() {
+        let snap = snapshot(vec![metrics(0, 0.0); 2]);
+        let inflight = std::sync::Arc::new(super::super::InflightLoadProducer::new());
+        let d = ConcurrencyDetector {
+            mode: ConcurrencyMode::Requests,
+            max_concurrency: 2,
+            max_token_concurrency: 0,
+            inflight: inflight.clone(),
+        };
+        let now = Timestamp::from_millis(1);
+        assert_eq!(d.saturation(&snap, &[0, 1], now), 0.0);
+        assert_eq!(d.saturation(&snap, &[], now), 1.0);
+        let names: Vec<String> = (0..2).map(|i| snap.get(i).endpoint.name.clone()).collect();
+        for id in ["a", "b", "c"] {
+            inflight.acquire(&Request::new(id, "m"), [names[0].as_str()]);
+        }
+        assert_eq!(d.saturation(&snap, &[0, 1], now), 0.75);
+        assert_eq!(d.saturation(&snap, &[0], now), 1.5);
+        assert_eq!(d.pending_weight(&snap, &[0, 1]), 0.25);
+        assert!(d.visible_when_picked());
+        inflight.release("a");
+        assert_eq!(d.saturation(&snap, &[0, 1], now), 0.5);
     }
 }
