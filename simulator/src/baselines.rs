@@ -18,16 +18,30 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rand::RngExt;
 use switchyard::config::{self, EndpointPickerConfig};
+use switchyard::datalayer::collector::CollectorConfig;
+use switchyard::datalayer::engine::Engines;
+use switchyard::flowcontrol::{self, ControllerConfig};
 use switchyard::prefix::BlockHasher;
-use switchyard::scheduling::{SchedulerRng, Timestamp};
+use switchyard::scheduling::plugins::UtilizationFilter;
+use switchyard::scheduling::{SaturationDetector, SchedulerRng, Timestamp};
 
 use crate::des::router::{
-    Completion, PoolView, RouteError, RouteRequest, Router, SwitchyardRouter,
+    Completion, PoolView, RouteError, RouteRequest, Routed, Router, SwitchyardRouter,
 };
 use crate::engine::BuildU64Hasher;
+
+/// The EPP side of a policy.
+pub struct EppParts {
+    pub router: Box<dyn Router>,
+    pub saturation: Arc<dyn SaturationDetector>,
+    pub engines: Option<Engines>,
+    pub flow_control: Option<ControllerConfig>,
+}
 
 /// Names and one-line descriptions of the baselines.
 pub const BASELINES: &[(&str, &str)] = &[
@@ -171,12 +185,43 @@ impl Policy {
 
     /// A fresh router (each run starts with empty state).
     pub fn router(&self) -> Box<dyn Router> {
-        match &self.kind {
-            PolicyKind::Config { config, .. } => Box::new(SwitchyardRouter::new(config)),
-            PolicyKind::RoundRobin => Box::new(RoundRobin::default()),
-            PolicyKind::LeastRequests => Box::new(LeastRequests::default()),
-            PolicyKind::SglangCacheAware => Box::new(SglangCacheAware::default()),
-            PolicyKind::DynamoCost => Box::new(DynamoCost::default()),
+        self.epp().router
+    }
+
+    /// Everything the EPP runs for this policy, fresh: the router, the saturation detector
+    /// (the configuration's, else the default config's), the engine mappings the collector
+    /// extracts with (none when the configuration disables collection) and the flow-control
+    /// configuration (when its `flowControl` gate is on).
+    pub fn epp(&self) -> EppParts {
+        let default = config::default_config();
+        let cfg: &EndpointPickerConfig = self.config().unwrap_or(&default);
+        let (router, detector): (Box<dyn Router>, _) = match &self.kind {
+            PolicyKind::Config { config, .. } => {
+                let (r, d) = SwitchyardRouter::new(config);
+                (Box::new(r), d)
+            }
+            PolicyKind::RoundRobin => (Box::new(RoundRobin::default()), None),
+            PolicyKind::LeastRequests => (Box::new(LeastRequests::default()), None),
+            PolicyKind::SglangCacheAware => (Box::new(SglangCacheAware::default()), None),
+            PolicyKind::DynamoCost => (Box::new(DynamoCost::default()), None),
+        };
+        // As the server: the configured detector, else GIE's utilization detector defaults.
+        let saturation = detector
+            .or_else(|| cfg.build_saturation_detector())
+            .unwrap_or_else(|| {
+                Arc::new(UtilizationFilter {
+                    queue_depth_threshold: 5,
+                    kv_cache_util_threshold: 0.8,
+                    metrics_staleness_threshold: Duration::from_millis(200),
+                    headroom: 0.0,
+                })
+            });
+        EppParts {
+            router,
+            saturation,
+            engines: CollectorConfig::from_config(cfg, "switchyard-sim")
+                .map(|c| Engines::new(&c.extractor)),
+            flow_control: flowcontrol::controller_config(cfg),
         }
     }
 }
@@ -223,14 +268,14 @@ impl Router for RoundRobin {
         _req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         _rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let n = pool.snapshot.len();
         if n == 0 {
             return Err(no_pods());
         }
         let p = self.next % n;
         self.next = self.next.wrapping_add(1);
-        Ok(p)
+        Ok(p.into())
     }
 
     fn complete(&mut self, _done: &Completion<'_>) {}
@@ -276,11 +321,11 @@ impl Router for LeastRequests {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let loads = self.inflight.loads(pool.snapshot.len());
         let p = argmin_random(loads.iter().copied(), rng).ok_or_else(no_pods)?;
         self.inflight.add(req.id, p);
-        Ok(p)
+        Ok(p.into())
     }
 
     fn complete(&mut self, done: &Completion<'_>) {
@@ -356,7 +401,7 @@ impl Router for SglangCacheAware {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let n = pool.snapshot.len();
         if n == 0 {
             return Err(no_pods());
@@ -401,7 +446,7 @@ impl Router for SglangCacheAware {
             tree.insert(h, now);
         }
         self.inflight.add(req.id, pick);
-        Ok(pick)
+        Ok(pick.into())
     }
 
     fn complete(&mut self, done: &Completion<'_>) {
@@ -428,7 +473,7 @@ impl Router for DynamoCost {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let n = pool.snapshot.len();
         if n == 0 {
             return Err(no_pods());
@@ -449,7 +494,7 @@ impl Router for DynamoCost {
         self.active[pick] += blocks;
         self.requests
             .insert(req.id, (pick, blocks, new_prefill[pick]));
-        Ok(pick)
+        Ok(pick.into())
     }
 
     fn first_token(&mut self, id: usize) {

@@ -2,17 +2,14 @@
 //! the reports (terminal table, JSON, SVG charts).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard::config::{self, EndpointPickerConfig};
-use switchyard::datalayer::collector::CollectorConfig;
-use switchyard::datalayer::engine::Engines;
-use switchyard::scheduling::SaturationDetector;
+use switchyard::config::params::VtcParams;
+use switchyard::flowcontrol::{BandConfig, ControllerConfig, Fairness};
 
-use crate::baselines::Policy;
-use crate::des::admission::{Admission, FcfsUntilSaturated, PassThrough};
+use crate::baselines::{EppParts, Policy};
+use crate::des::admission::{Admission, FlowControlAdmission, PassThrough};
 use crate::des::{self, DesOptions, DesOutcome, Epp};
 use crate::report::{self, PolicyReport, RunFacts};
 use crate::suites::{VtcSuite, shared_prefix_trace};
@@ -134,11 +131,14 @@ impl WorkloadSpec {
 /// Which admission stage the EPP runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AdmissionChoice {
-    /// FCFS flow control when the policy's config turns the `flowControl` gate on, else none.
+    /// The policy's `flowControl` section when its gate is on, else none.
     #[default]
     Auto,
     PassThrough,
+    /// Flow control with GIE's default policies: one band, global-strict, FCFS.
     Fcfs,
+    /// Flow control with VTC fairness (input ×1, output ×2) in the default band.
+    Vtc,
 }
 
 impl AdmissionChoice {
@@ -147,24 +147,30 @@ impl AdmissionChoice {
             "auto" => Self::Auto,
             "pass-through" | "none" => Self::PassThrough,
             "fcfs" => Self::Fcfs,
+            "vtc" => Self::Vtc,
             _ => return None,
         })
     }
 
-    fn make(self, policy: &Policy) -> Box<dyn Admission> {
-        let gated = policy
-            .config()
-            .and_then(|c| c.flow_control.as_ref())
-            .is_some();
-        match self {
-            Self::Fcfs => Box::new(FcfsUntilSaturated::default()),
-            Self::Auto if gated => {
-                let max = policy
-                    .config()
-                    .and_then(|c| c.flow_control.as_ref())
-                    .map_or(0, |f| f.max_requests as usize);
-                Box::new(FcfsUntilSaturated::with_max_requests(max))
-            }
+    /// The admission stage for a policy whose configuration implies `configured` flow control.
+    pub fn make(self, configured: Option<ControllerConfig>) -> Box<dyn Admission> {
+        let with_fairness = |f: Fairness| ControllerConfig {
+            default_band: BandConfig {
+                fairness: f,
+                ..ControllerConfig::default().default_band
+            },
+            ..ControllerConfig::default()
+        };
+        match (self, configured) {
+            (Self::Fcfs, _) => Box::new(FlowControlAdmission::new(
+                "fcfs",
+                with_fairness(Fairness::GlobalStrict),
+            )),
+            (Self::Vtc, _) => Box::new(FlowControlAdmission::new(
+                "vtc",
+                with_fairness(Fairness::Vtc(VtcParams::default())),
+            )),
+            (Self::Auto, Some(cfg)) => Box::new(FlowControlAdmission::new("flow-control", cfg)),
             _ => Box::new(PassThrough::default()),
         }
     }
@@ -227,20 +233,6 @@ impl RunInfo {
     }
 }
 
-/// The EPP pieces a policy's configuration implies besides the router: its saturation detector
-/// and its engine mappings (none when it disables collection). Baselines use the default config's.
-pub fn epp_parts(policy: &Policy) -> (Arc<dyn SaturationDetector>, Option<Engines>) {
-    let default = config::default_config();
-    let cfg: &EndpointPickerConfig = policy.config().unwrap_or(&default);
-    let saturation = cfg
-        .build_saturation_detector()
-        .or_else(|| default.build_saturation_detector())
-        .expect("the default config has a utilization detector");
-    let engines =
-        CollectorConfig::from_config(cfg, "switchyard-sim").map(|c| Engines::new(&c.extractor));
-    (saturation, engines)
-}
-
 /// Runs `policy` on `trace` in virtual time.
 pub fn run_des(
     trace: &Trace,
@@ -248,9 +240,13 @@ pub fn run_des(
     opts: &DesOptions,
     admission: AdmissionChoice,
 ) -> (PolicyResult, DesOutcome) {
-    let mut router = policy.router();
-    let mut adm = admission.make(policy);
-    let (saturation, engines) = epp_parts(policy);
+    let EppParts {
+        mut router,
+        saturation,
+        engines,
+        flow_control,
+    } = policy.epp();
+    let mut adm = admission.make(flow_control);
     let outcome = des::simulate(
         trace,
         Epp {
@@ -390,10 +386,12 @@ mod tests {
 
     #[test]
     fn admission_follows_the_flow_control_gate() {
-        let plain = Policy::parse("gie-default").unwrap();
-        assert_eq!(AdmissionChoice::Auto.make(&plain).name(), "pass-through");
-        assert_eq!(AdmissionChoice::Fcfs.make(&plain).name(), "fcfs");
-        let gated = config::load_str(
+        let plain = Policy::parse("gie-default").unwrap().epp().flow_control;
+        assert!(plain.is_none());
+        assert_eq!(AdmissionChoice::Auto.make(plain).name(), "pass-through");
+        assert_eq!(AdmissionChoice::Fcfs.make(None).name(), "fcfs");
+        assert_eq!(AdmissionChoice::Vtc.make(None).name(), "vtc");
+        let gated = switchyard::config::load_str(
             "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nfeatureGates: [flowControl]\nplugins:\n- type: queue-scorer\n",
         )
         .unwrap();
@@ -404,8 +402,13 @@ mod tests {
                 file: None,
             },
         };
-        assert_eq!(AdmissionChoice::Auto.make(&p).name(), "fcfs");
-        assert_eq!(AdmissionChoice::PassThrough.make(&p).name(), "pass-through");
+        let fc = p.epp().flow_control;
+        assert!(fc.is_some());
+        assert_eq!(
+            AdmissionChoice::Auto.make(fc.clone()).name(),
+            "flow-control"
+        );
+        assert_eq!(AdmissionChoice::PassThrough.make(fc).name(), "pass-through");
     }
 
     #[test]

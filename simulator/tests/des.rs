@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard::scheduling::{SaturationDetector, SchedulerRng};
 use switchyard_sim::baselines::Policy;
 use switchyard_sim::des::pods::Scraping;
-use switchyard_sim::des::router::{Completion, PoolView, RouteError, RouteRequest, Router};
+use switchyard_sim::des::router::{Completion, PoolView, RouteError, RouteRequest, Routed, Router};
 use switchyard_sim::des::{self, DesOptions, Epp};
 use switchyard_sim::engine::EngineConfig;
 use switchyard_sim::evaluate::{self, AdmissionChoice, WorkloadSpec, compare_des};
@@ -132,7 +132,7 @@ impl Router for Recorder {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let eps = pool.snapshot.endpoints();
         let ages: Vec<Option<Duration>> = eps.iter().map(|e| e.metrics.age(pool.now)).collect();
         let all: Vec<usize> = (0..eps.len()).collect();
@@ -171,17 +171,16 @@ fn recorded_run(
     admission: AdmissionChoice,
 ) -> (Vec<Seen>, des::DesOutcome) {
     let policy = Policy::parse(policy).unwrap();
-    let (saturation, engines) = evaluate::epp_parts(&policy);
+    let parts = policy.epp();
+    let saturation = parts.saturation.clone();
+    let engines = parts.engines;
     let seen = Rc::new(RefCell::new(Vec::new()));
     let mut router = Recorder {
-        inner: policy.router(),
+        inner: parts.router,
         seen: seen.clone(),
         saturation: saturation.clone(),
     };
-    let mut adm: Box<dyn des::admission::Admission> = match admission {
-        AdmissionChoice::Fcfs => Box::new(des::admission::FcfsUntilSaturated::default()),
-        _ => Box::new(des::admission::PassThrough::default()),
-    };
+    let mut adm = admission.make(parts.flow_control);
     let outcome = des::simulate(
         trace,
         Epp {

@@ -33,7 +33,7 @@ use switchyard::scheduling::{
     Timestamp, Usage,
 };
 
-use self::admission::{Admission, Admit, Pending, Poll};
+use self::admission::{Admission, Admit, Pending, Poll, PoolSignal};
 use self::pods::{Scraping, SimPod};
 use self::queue::{Event, EventQueue};
 use self::router::{Completion, PoolView, RouteRequest, Router};
@@ -58,6 +58,17 @@ pub struct DesOptions {
     pub scrape_interval: Duration,
     pub seed: u64,
     pub scraping: Scraping,
+    pub usage: UsageReports,
+}
+
+/// When responses report token usage to the EPP (what flow control charges output from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageReports {
+    /// With every generated token, as vLLM's `stream_options.continuous_usage_stats` does.
+    #[default]
+    PerToken,
+    /// Once, in the last chunk (`include_usage` alone; what the fake pods send).
+    Final,
 }
 
 impl Default for DesOptions {
@@ -69,6 +80,7 @@ impl Default for DesOptions {
             scrape_interval: Duration::from_millis(50),
             seed: 42,
             scraping: Scraping::Incremental,
+            usage: UsageReports::PerToken,
         }
     }
 }
@@ -206,6 +218,17 @@ struct Flight {
     cached: u32,
 }
 
+impl Flight {
+    /// What the response has reported so far.
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: u64::from(self.prompt_tokens),
+            completion_tokens: u64::from(self.generated),
+            cached_tokens: u64::from(self.cached),
+        }
+    }
+}
+
 fn dur(t: Timestamp) -> Duration {
     Duration::from_nanos(t.as_nanos())
 }
@@ -224,7 +247,6 @@ struct Sim<'t, 'e> {
     states: Vec<EndpointState>,
     snapshot: EndpointSnapshot,
     snapshot_dirty: bool,
-    all: Vec<usize>,
     flights: Vec<Option<Flight>>,
     records: Vec<Option<Record>>,
     next_arrival: usize,
@@ -261,7 +283,6 @@ pub fn simulate(trace: &Trace, epp: Epp<'_>, opts: &DesOptions) -> DesOutcome {
         q: EventQueue::default(),
         rng: SchedulerRng::seed_from_u64(opts.seed ^ 0x5357_4954_4348_5944),
         snapshot: EndpointSnapshot::new(states.clone()),
-        all: (0..pods.len()).collect(),
         pods,
         states,
         snapshot_dirty: false,
@@ -422,12 +443,18 @@ impl Sim<'_, '_> {
             arrival: now,
         };
         self.flights[id] = Some(flight);
-        match self.epp.admission.arrive(pending, now) {
+        self.refresh_snapshot();
+        let signal = PoolSignal {
+            snapshot: &self.snapshot,
+            detector: self.epp.saturation,
+            now,
+        };
+        match self.epp.admission.arrive(pending, &signal) {
             Admit::Queued => {
                 self.counts.max_queued = self.counts.max_queued.max(self.epp.admission.queued());
                 self.poll(now);
             }
-            Admit::Rejected(msg) => self.fail(id, now, 429, msg),
+            Admit::Rejected(status, msg) => self.fail(id, now, status, msg),
         }
     }
 
@@ -455,12 +482,14 @@ impl Sim<'_, '_> {
     fn poll(&mut self, now: Timestamp) {
         while self.epp.admission.queued() > 0 {
             self.refresh_snapshot();
-            let saturation = self
-                .epp
-                .saturation
-                .saturation(&self.snapshot, &self.all, now);
-            match self.epp.admission.poll(now, saturation) {
+            let signal = PoolSignal {
+                snapshot: &self.snapshot,
+                detector: self.epp.saturation,
+                now,
+            };
+            match self.epp.admission.poll(&signal) {
                 Poll::Dispatch(p) => self.dispatch(p.id, now),
+                Poll::Evict(id, status, msg) => self.fail(id, now, status, msg),
                 Poll::WakeAt(t) => {
                     if self.wake_at.is_none_or(|w| t < w || w < now) {
                         self.wake_at = Some(t);
@@ -493,20 +522,23 @@ impl Sim<'_, '_> {
             now,
         };
         match self.epp.router.route(&req, &view, &mut self.rng) {
-            Ok(pod) if pod < self.pods.len() => {
-                self.flights[id].as_mut().expect("in flight").pod = Some(pod);
+            Ok(r) if r.pod < self.pods.len() => {
+                self.flights[id].as_mut().expect("in flight").pod = Some(r.pod);
+                self.epp.admission.on_picked(id, r.prefix_hit);
                 self.q.push(
                     now.saturating_add(self.opts.engine.api_overhead),
                     Event::Deliver(id),
                 );
             }
-            Ok(pod) => self.fail(
-                id,
-                now,
-                500,
-                format!("router picked pod {pod} of {}", self.pods.len()),
-            ),
-            Err(e) => self.fail(id, now, e.status(), e.to_string()),
+            Ok(r) => {
+                let msg = format!("router picked pod {} of {}", r.pod, self.pods.len());
+                self.epp.admission.on_complete(id);
+                self.fail(id, now, 500, msg);
+            }
+            Err(e) => {
+                self.epp.admission.on_complete(id);
+                self.fail(id, now, e.status(), e.to_string());
+            }
         }
     }
 
@@ -558,15 +590,16 @@ impl Sim<'_, '_> {
             };
             match ev.kind {
                 EventKind::Scheduled { cached_tokens } => f.cached = cached_tokens,
-                EventKind::FirstToken => {
-                    f.first_token = Some(now);
+                EventKind::FirstToken | EventKind::Token => {
+                    if f.first_token.is_none() {
+                        f.first_token = Some(now);
+                        self.epp.router.first_token(id);
+                    }
                     f.generated += 1;
-                    self.epp.router.first_token(id);
-                    self.epp.admission.on_tokens(&f.request.fairness_id, 1);
-                }
-                EventKind::Token => {
-                    f.generated += 1;
-                    self.epp.admission.on_tokens(&f.request.fairness_id, 1);
+                    if self.opts.usage == UsageReports::PerToken {
+                        let usage = f.usage();
+                        self.epp.admission.on_usage(id, usage);
+                    }
                 }
                 EventKind::Finished { .. } => {
                     self.complete(id, now);
@@ -597,11 +630,7 @@ impl Sim<'_, '_> {
         let tr = &trace.requests[id];
         let arrival = Timestamp::ZERO.saturating_add(tr.arrival);
         let endpoint = &self.pods[pod].endpoint.name;
-        let usage = Usage {
-            prompt_tokens: u64::from(f.prompt_tokens),
-            completion_tokens: u64::from(f.generated),
-            cached_tokens: u64::from(f.cached),
-        };
+        let usage = f.usage();
         self.epp.router.complete(&Completion {
             id,
             request: &f.request,
@@ -609,7 +638,10 @@ impl Sim<'_, '_> {
             endpoint,
             usage,
         });
-        self.epp.admission.on_complete(&f.request.fairness_id, id);
+        if self.opts.usage == UsageReports::Final {
+            self.epp.admission.on_usage(id, usage);
+        }
+        self.epp.admission.on_complete(id);
         self.records[id] = Some(Record {
             tenant: tr.tenant.clone(),
             group: tr.group,
@@ -644,7 +676,7 @@ impl Sim<'_, '_> {
                 endpoint: name,
                 usage: Usage::default(),
             });
-            self.epp.admission.on_complete(&f.request.fairness_id, id);
+            self.epp.admission.on_complete(id);
         }
         self.records[id] = Some(Record {
             tenant: tr.tenant.clone(),

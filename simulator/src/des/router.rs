@@ -1,9 +1,12 @@
 //! Who picks the pod: Switchyard's own scheduler, built from an `EndpointPickerConfig` exactly as
 //! the server builds it, or a baseline router (see [`crate::baselines`]).
 
+use std::sync::Arc;
+
 use switchyard::config::{EndpointPickerConfig, ProducerHandles};
 use switchyard::scheduling::{
-    DecisionError, EndpointSnapshot, Request, Scheduler, SchedulerRng, Timestamp, Usage,
+    DecisionError, EndpointSnapshot, Request, SaturationDetector, Scheduler, SchedulerRng,
+    Timestamp, Usage,
 };
 
 /// One request as a router sees it.
@@ -62,6 +65,24 @@ impl RouteError {
     }
 }
 
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Routed {
+    pub pod: usize,
+    /// Share of the prompt's blocks the pod holds per the router's prefix index, when it keeps
+    /// one (flow control uses it to charge only uncached input).
+    pub prefix_hit: Option<f64>,
+}
+
+impl From<usize> for Routed {
+    fn from(pod: usize) -> Self {
+        Self {
+            pod,
+            prefix_hit: None,
+        }
+    }
+}
+
 /// Picks a pod for each request and hears back when requests progress.
 pub trait Router {
     fn route(
@@ -69,7 +90,7 @@ pub trait Router {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError>;
+    ) -> Result<Routed, RouteError>;
     /// The request's first token was produced.
     fn first_token(&mut self, _id: usize) {}
     fn complete(&mut self, done: &Completion<'_>);
@@ -86,12 +107,19 @@ pub struct SwitchyardRouter {
 }
 
 impl SwitchyardRouter {
-    pub fn new(cfg: &EndpointPickerConfig) -> Self {
-        let (scheduler, handles) = cfg.build().into_parts();
-        Self {
-            scheduler,
-            _handles: handles,
-        }
+    /// The router and the configuration's saturation detector, built together as the server
+    /// builds them (the concurrency detector counts this scheduler's in-flight requests).
+    pub fn new(cfg: &EndpointPickerConfig) -> (Self, Option<Arc<dyn SaturationDetector>>) {
+        let built = cfg.build();
+        let saturation = built.saturation.clone();
+        let (scheduler, handles) = built.into_parts();
+        (
+            Self {
+                scheduler,
+                _handles: handles,
+            },
+            saturation,
+        )
     }
 }
 
@@ -101,7 +129,7 @@ impl Router for SwitchyardRouter {
         req: &RouteRequest<'_>,
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
-    ) -> Result<usize, RouteError> {
+    ) -> Result<Routed, RouteError> {
         let request = req.request;
         let snapshot = pool.snapshot;
         let candidates = snapshot.candidates(request.subset.as_deref());
@@ -114,7 +142,12 @@ impl Router for SwitchyardRouter {
             .schedule(request, snapshot, &candidates, &state, pool.now, rng)
             .map_err(DecisionError::from)?;
         s.pre_request(request, snapshot, &state, &result, pool.now);
-        Ok(result.targets()[0].index)
+        let pod = result.targets()[0].index;
+        let prefix_hit = state
+            .prefix_match(pod)
+            .filter(|&(_, total)| total > 0)
+            .map(|(matched, total)| f64::from(matched) / f64::from(total));
+        Ok(Routed { pod, prefix_hit })
     }
 
     fn complete(&mut self, done: &Completion<'_>) {
