@@ -14,6 +14,7 @@
 //!   with an EPP admission stage and scraping at the configured interval.
 //! - [`baselines`]: the policies a run can name: config files and baseline routers.
 //! - [`evaluate`]: `run` and `compare`: workloads by name, policies, reports written to disk.
+//! - [`live`]: `run --mode live`: a trace through fake pods and the real Switchyard binary.
 //! - [`fairness`]: per-tenant service over time, VTC's service-difference table, Jain's index.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod evaluate;
 pub mod exposition;
 pub mod fairness;
 pub mod gateway;
+pub mod live;
 pub mod load;
 pub mod pod;
 pub mod report;

@@ -245,3 +245,32 @@ pub async fn run(target: Target, items: Vec<WorkItem>, spec: LoadSpec) -> Vec<Re
     records.sort_by(|a, b| a.sent_at_ms.total_cmp(&b.sent_at_ms));
     records
 }
+
+/// Sends each item at its own time from the start (a trace's arrivals, open loop) and returns
+/// every record, in sending order.
+pub async fn run_at(
+    target: Target,
+    timed: Vec<(Duration, WorkItem)>,
+    spec: LoadSpec,
+) -> Vec<Record> {
+    let spec = Arc::new(spec);
+    let start = Instant::now();
+    let rr = Arc::new(AtomicUsize::new(0));
+    let mut records = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (at, item) in timed {
+        if at > spec.max_duration {
+            break;
+        }
+        tokio::time::sleep_until((start + at).into()).await;
+        while let Some(done) = tasks.try_join_next() {
+            records.push(done.expect("request task"));
+        }
+        tasks.spawn(one(target.clone(), item, spec.clone(), start, rr.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        records.push(done.expect("request task"));
+    }
+    records.sort_by(|a, b| a.sent_at_ms.total_cmp(&b.sent_at_ms));
+    records
+}

@@ -13,6 +13,7 @@ use switchyard_sim::des::DesOptions;
 use switchyard_sim::engine::EngineConfig;
 use switchyard_sim::evaluate::{self, AdmissionChoice, Evaluation, WorkloadSpec};
 use switchyard_sim::exposition::Personality;
+use switchyard_sim::live::{self, LiveOptions};
 use switchyard_sim::report;
 use switchyard_sim::workload::SharedPrefix;
 
@@ -356,8 +357,31 @@ async fn run(cli: Cli) -> Result<()> {
         } => match mode.as_str() {
             "des" => compare(&[policy], seed, &admission, &pool, &workload, &output),
             "live" => {
-                let _ = switchyard_bin;
-                bail!("live mode: not yet")
+                if admission != "auto" {
+                    bail!(
+                        "--admission applies to --mode des; live, the policy's flowControl section decides"
+                    );
+                }
+                let policy = Policy::parse(&policy)?;
+                let des = des_options(&pool, seed)?;
+                let opts = LiveOptions {
+                    pods: des.pods,
+                    engine: des.engine,
+                    personality: des.personality,
+                    scrape_interval: des.scrape_interval,
+                    switchyard_bin,
+                    progress: !output.quiet,
+                };
+                if opts.pods > 200 {
+                    bail!("--pods must be in 1..=200 in live mode");
+                }
+                let trace = workload_spec(&workload).trace(seed)?;
+                let result = live::run_live(&trace, &policy, &opts).await?;
+                let eval = Evaluation {
+                    run: live::run_info(&trace, &opts, seed),
+                    policies: vec![result],
+                };
+                report_out(&eval, &output)
             }
             other => bail!("unknown --mode {other:?} (des, live)"),
         },
