@@ -313,14 +313,16 @@ fn compare(
         |r, o, wall| {
             if !quiet {
                 eprintln!(
-                    "{}: {} requests, {:.0} s virtual, {:.2} s wall ({} steps, {} scrapes, {} events)",
+                    "{}: {} requests, {:.0} s virtual, {:.2} s wall ({} steps, {} scrapes, {} pages parsed, {} events, at most {} held in the EPP)",
                     r.report.policy,
                     o.records.len(),
                     o.end.as_secs_f64(),
                     wall.as_secs_f64(),
                     o.counts.steps,
                     o.counts.scrapes,
-                    o.counts.events
+                    o.counts.pages,
+                    o.counts.events,
+                    o.counts.max_queued
                 );
             }
         },

@@ -182,7 +182,11 @@ impl PolicyReport {
             engine_busy: facts.engine_busy,
             tenants: tenant_reports(records),
             fairness: fairness::fairness(records, horizon),
-            service: fairness::service_series(records, horizon),
+            // Until the last request finished: a backlog keeps being served after arrivals end.
+            service: fairness::service_series(
+                records,
+                horizon.max((duration_s / 10.0).ceil() * 10.0),
+            ),
             ttft_sorted: ttft,
         }
     }
