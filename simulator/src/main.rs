@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use switchyard_sim::baselines::{self, Policy};
 use switchyard_sim::demo::{self, DemoOptions};
-use switchyard_sim::des::DesOptions;
+use switchyard_sim::des::{DesOptions, UsageReports};
 use switchyard_sim::engine::EngineConfig;
 use switchyard_sim::evaluate::{self, AdmissionChoice, Evaluation, WorkloadSpec};
 use switchyard_sim::exposition::Personality;
@@ -48,6 +48,10 @@ struct PoolArgs {
     /// How often the EPP scrapes each pod (--refresh-metrics-interval).
     #[arg(long, default_value = "50ms", value_parser = duration)]
     scrape_interval: Duration,
+    /// When responses report usage to the EPP: per-token (vLLM's continuous_usage_stats) or
+    /// final (include_usage alone). Flow control's VTC charges output tokens from it.
+    #[arg(long, default_value = "per-token")]
+    usage_reports: String,
 }
 
 /// The workload.
@@ -222,12 +226,18 @@ fn des_options(pool: &PoolArgs, seed: u64) -> Result<DesOptions> {
             Personality::NAMES.join(", ")
         )
     })?;
+    let usage = match pool.usage_reports.as_str() {
+        "per-token" => UsageReports::PerToken,
+        "final" => UsageReports::Final,
+        other => bail!("unknown --usage-reports {other:?} (per-token, final)"),
+    };
     Ok(DesOptions {
         pods: pool.pods,
         engine: engine(&pool.profile, pool.kv_blocks)?,
         personality,
         scrape_interval: pool.scrape_interval,
         seed,
+        usage,
         ..DesOptions::default()
     })
 }

@@ -347,3 +347,86 @@ fn requests_the_engine_cannot_hold_fail_with_400() {
             .contains("maximum context length")
     );
 }
+
+#[test]
+fn flow_control_ttl_evicts_with_503_and_every_request_ends() {
+    let dir = std::env::temp_dir().join(format!("sy-des-ttl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ttl.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+flowControl:
+  defaultRequestTTL: 2s
+  maxRequests: 40
+",
+    )
+    .unwrap();
+    let policy = Policy::parse(cfg.to_str().unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut trace = WorkloadSpec {
+        workload: "vtc:overload".into(),
+        ..WorkloadSpec::default()
+    }
+    .trace(2)
+    .unwrap();
+    trace.truncate(200);
+    let opts = DesOptions {
+        pods: 1,
+        engine: EngineConfig::a10g_llama_7b(),
+        ..DesOptions::default()
+    };
+    let (r, outcome) = evaluate::run_des(&trace, &policy, &opts, AdmissionChoice::Auto);
+    assert_eq!(r.admission, "flow-control");
+    let count = |status: u16| {
+        outcome
+            .records
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    };
+    assert!(count(503) > 0, "some waited longer than the TTL");
+    assert!(count(200) > 0);
+    assert_eq!(count(200) + count(503) + count(429), trace.requests.len());
+    for rec in outcome.records.iter().filter(|r| r.status == 503) {
+        assert!(rec.error.as_deref().unwrap().contains("timed out in queue"));
+        assert!(
+            (2000.0..2100.0).contains(&rec.e2e_ms),
+            "evicted at the TTL: {rec:?}"
+        );
+    }
+    assert!(outcome.counts.max_queued <= 40);
+}
+
+#[test]
+fn vtc_charges_output_when_usage_is_reported() {
+    let mut trace = WorkloadSpec {
+        workload: "vtc:overload".into(),
+        ..WorkloadSpec::default()
+    }
+    .trace(3)
+    .unwrap();
+    trace.cut_at(Duration::from_secs(120));
+    let policy = Policy::parse("gie-default").unwrap();
+    let run = |usage| {
+        let opts = DesOptions {
+            pods: 1,
+            engine: EngineConfig::a10g_llama_7b(),
+            usage,
+            ..DesOptions::default()
+        };
+        let (r, _) = evaluate::run_des(&trace, &policy, &opts, AdmissionChoice::Vtc);
+        assert_eq!(r.report.errors, 0);
+        r.report
+    };
+    let per_token = run(des::UsageReports::PerToken);
+    let fin = run(des::UsageReports::Final);
+    // Charged as tokens stream, the heavier client's counter grows while its requests run, so
+    // VTC evens service out sooner than when output is charged only at the end.
+    assert_ne!(per_token.fairness, fin.fairness);
+    assert!(per_token.fairness.avg_diff <= fin.fairness.avg_diff * 1.05);
+}

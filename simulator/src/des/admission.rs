@@ -295,7 +295,7 @@ impl Admission for FlowControlAdmission {
     }
 
     fn queued(&self) -> usize {
-        self.ctl.len()
+        self.ctl.len() + self.evicted.len()
     }
 }
 
@@ -408,6 +408,31 @@ mod tests {
     }
 
     #[test]
+    fn expired_requests_are_evicted_one_poll_at_a_time_and_stay_counted_until_then() {
+        let d = detector();
+        let cfg = ControllerConfig {
+            default_ttl: Some(Duration::from_secs(1)),
+            ..ControllerConfig::default()
+        };
+        let mut a = FlowControlAdmission::new("fcfs", cfg);
+        let busy = snapshot(9, ms(0));
+        let at = |now| PoolSignal {
+            snapshot: &busy,
+            detector: &d,
+            now,
+        };
+        a.arrive(p(0, "x"), &at(ms(0)));
+        a.arrive(p(1, "y"), &at(ms(0)));
+        assert_eq!(a.poll(&at(ms(10))), Poll::WakeAt(ms(1000)));
+        let first = a.poll(&at(ms(1000)));
+        assert!(matches!(first, Poll::Evict(0, 503, _)), "{first:?}");
+        assert_eq!(a.queued(), 1, "the second eviction is still to be reported");
+        assert!(matches!(a.poll(&at(ms(1000))), Poll::Evict(1, 503, _)));
+        assert_eq!(a.queued(), 0);
+        assert_eq!(a.poll(&at(ms(1000))), Poll::Idle);
+    }
+
+    #[test]
     fn vtc_serves_the_tenant_with_less_service_first() {
         let d = detector();
         let cfg = ControllerConfig {
@@ -433,10 +458,12 @@ mod tests {
             detector: &d,
             now: ms(5),
         };
-        // Heavy's first request is released; heavy's output makes it the most served.
+        // Equal counters: the first in tenant order goes first; its output then makes it the
+        // most served, so the other tenant goes next even though heavy queued earlier.
         let Poll::Dispatch(first) = a.poll(&pool) else {
             panic!("idle pool dispatches")
         };
+        assert_eq!(first.tenant, "heavy");
         a.on_usage(
             first.id,
             Usage {
@@ -450,9 +477,7 @@ mod tests {
             _ => None,
         })
         .collect();
-        if first.tenant == "heavy" {
-            assert_eq!(next, vec!["light", "heavy"]);
-        }
+        assert_eq!(next, vec!["light", "heavy"]);
         let c = a.controller();
         assert!(c.counter(0, "heavy").unwrap() > c.counter(0, "light").unwrap());
     }
