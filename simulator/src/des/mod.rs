@@ -258,7 +258,7 @@ struct Sim<'t, 'e> {
     scratch: Vec<crate::engine::Event>,
 }
 
-/// Runs `trace` through `epp` on the pool of `opts`.
+/// Runs `trace` (in arrival order) through `epp` on the pool of `opts`.
 pub fn simulate(trace: &Trace, epp: Epp<'_>, opts: &DesOptions) -> DesOutcome {
     let n = trace.requests.len();
     let default_engines;
@@ -399,8 +399,10 @@ impl Sim<'_, '_> {
         let id = self.next_arrival;
         self.next_arrival += 1;
         if let Some(next) = self.trace.requests.get(self.next_arrival) {
-            self.q
-                .push(Timestamp::ZERO.saturating_add(next.arrival), Event::Arrival);
+            // Readers sort traces; a hand-made one out of order arrives late rather than in
+            // the past.
+            let at = Timestamp::ZERO.saturating_add(next.arrival).max(now);
+            self.q.push(at, Event::Arrival);
         }
         self.outstanding += 1;
         let trace = self.trace;
