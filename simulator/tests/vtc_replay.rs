@@ -55,10 +55,11 @@ fn fcfs_on_the_real_trace_is_within_the_band_of_the_paper() {
     );
 }
 
-/// Switchyard's VTC flow control (the `flowControl` gate, VTC in the default band, as in
-/// config/vtc.yaml but without its 60 s TTL, so every request is served) on the same trace: the EPP holds requests while the pod is saturated and releases the
-/// least-served tenant first, so service stays closer across tenants than under FCFS flow
-/// control, at the same throughput.
+/// Switchyard's VTC flow control, exactly as shipped in config/vtc.yaml, on the same trace
+/// against the engine's own FCFS (no flow control, as the paper's FCFS): the EPP holds requests
+/// while the pod's queue is non-empty and releases the least-served tenant first. Issue target:
+/// MaxDiff ≤ 0.6 × FCFS's at ≥ 0.97 × its throughput. (MaxDiff is a worst window and moves with
+/// scrape timing: 0.44–0.62 × FCFS over seeds 1–8 and 42; AvgDiff 0.52–0.59 ×.)
 #[test]
 fn vtc_flow_control_is_fairer_than_fcfs_on_the_real_trace() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -69,36 +70,12 @@ fn vtc_flow_control_is_fairer_than_fcfs_on_the_real_trace() {
         seed: 1,
         ..DesOptions::default()
     };
-    let dir = std::env::temp_dir().join(format!("sy-vtc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let vtc_cfg = dir.join("vtc.yaml");
-    std::fs::write(
-        &vtc_cfg,
-        "apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-featureGates: [flowControl]
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- {type: vtc-fairness-policy, name: vtc}
-schedulingProfiles:
-- name: default
-  plugins:
-  - {pluginRef: queue-scorer, weight: 2}
-  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
-  - {pluginRef: prefix-cache-scorer, weight: 3}
-flowControl:
-  defaultPriorityBand: {fairnessPolicyRef: vtc}
-",
-    )
-    .unwrap();
-    let vtc = Policy::parse(vtc_cfg.to_str().unwrap()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let vtc = Policy::parse(root.join("../config/vtc.yaml").to_str().unwrap()).unwrap();
     let (v, _) = run_des(&trace, &vtc, &opts, AdmissionChoice::Auto);
     assert_eq!(v.admission, "flow-control");
     let gie = Policy::parse("gie-default").unwrap();
-    let (f, _) = run_des(&trace, &gie, &opts, AdmissionChoice::Fcfs);
+    let (f, _) = run_des(&trace, &gie, &opts, AdmissionChoice::Auto);
+    assert_eq!(f.admission, "pass-through");
     let (v, f) = (&v.report, &f.report);
     eprintln!(
         "VTC {:.1} / {:.1} / {:.0} tok/s; FCFS {:.1} / {:.1} / {:.0} tok/s",
@@ -110,12 +87,10 @@ flowControl:
         f.tokens_per_s
     );
     assert_eq!(v.errors + f.errors, 0);
-    assert!(v.fairness.avg_diff < 0.8 * f.fairness.avg_diff);
-    // The worst window varies with scrape timing (451–672 over seeds 1–3 and 42); the mean
-    // does not (266–286).
-    assert!(v.fairness.max_diff < f.fairness.max_diff);
+    assert!(v.fairness.max_diff <= 0.6 * f.fairness.max_diff);
+    assert!(v.fairness.avg_diff <= 0.65 * f.fairness.avg_diff);
     assert!(v.fairness.jain > f.fairness.jain);
-    assert!((v.tokens_per_s / f.tokens_per_s - 1.0).abs() < 0.03);
+    assert!(v.tokens_per_s >= 0.97 * f.tokens_per_s);
     // Light tenants no longer wait behind heavy ones: the median TTFT drops.
     assert!(v.ttft_p50_ms < 0.5 * f.ttft_p50_ms);
 }
