@@ -1003,15 +1003,35 @@ async fn flow_control_holds_requests_behind_envoy_and_expires_them_with_503() {
     e.num_gpu_blocks = 100;
     e.step_time.t0 = 10e-3;
     let pods = pods_with(1, &e).await;
-    let vtc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/vtc.yaml")).unwrap();
-    assert!(vtc.contains("defaultRequestTTL: 60s"));
-    let config = vtc.replace("defaultRequestTTL: 60s", "defaultRequestTTL: 1s");
+    // VTC flow control, saturated at 80 % KV use, with a 1 s time to live in the queue.
+    let config = "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: utilization-detector
+  parameters: {queueDepthThreshold: 5, kvCacheUtilThreshold: 0.8, metricsStalenessThreshold: 200ms}
+- type: vtc-fairness-policy
+  name: vtc
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+saturationDetector: {pluginRef: utilization-detector}
+flowControl:
+  maxRequests: 100
+  defaultRequestTTL: 1s
+  defaultPriorityBand: {fairnessPolicyRef: vtc, orderingPolicyRef: fcfs-ordering-policy}
+";
     let sy = switchyard(&[
         "--static-endpoints",
         &endpoint_list(&pods),
         "--config-text",
-        &config,
+        config,
     ])
     .await;
     let envoy = envoy(&bin, &sy).await;

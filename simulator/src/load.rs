@@ -59,18 +59,24 @@ pub struct Record {
     pub error: Option<String>,
 }
 
-fn body_of(item: &WorkItem, spec: &LoadSpec) -> Bytes {
+/// The `/v1/completions` body the load generator sends; the discrete-event mode builds the same
+/// bytes and hands them to Switchyard's request parser.
+pub fn completion_body(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> Bytes {
     let mut v = serde_json::json!({
-        "model": spec.model,
-        "prompt": item.prompt,
-        "max_tokens": item.max_tokens,
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
         "temperature": 0,
     });
-    if spec.stream {
+    if stream {
         v["stream"] = true.into();
         v["stream_options"] = serde_json::json!({"include_usage": true});
     }
     Bytes::from(serde_json::to_vec(&v).expect("json"))
+}
+
+fn body_of(item: &WorkItem, spec: &LoadSpec) -> Bytes {
+    completion_body(&spec.model, &item.prompt, item.max_tokens, spec.stream)
 }
 
 async fn one(
@@ -238,6 +244,35 @@ pub async fn run(target: Target, items: Vec<WorkItem>, spec: LoadSpec) -> Vec<Re
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    records.sort_by(|a, b| a.sent_at_ms.total_cmp(&b.sent_at_ms));
+    records
+}
+
+/// Sends each item at its own time from the start (a trace's arrivals, open loop) and returns
+/// every record, in sending order.
+pub async fn run_at(
+    target: Target,
+    timed: Vec<(Duration, WorkItem)>,
+    spec: LoadSpec,
+) -> Vec<Record> {
+    let spec = Arc::new(spec);
+    let start = Instant::now();
+    let rr = Arc::new(AtomicUsize::new(0));
+    let mut records = Vec::new();
+    let mut tasks = JoinSet::new();
+    for (at, item) in timed {
+        if at > spec.max_duration {
+            break;
+        }
+        tokio::time::sleep_until((start + at).into()).await;
+        while let Some(done) = tasks.try_join_next() {
+            records.push(done.expect("request task"));
+        }
+        tasks.spawn(one(target.clone(), item, spec.clone(), start, rr.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        records.push(done.expect("request task"));
     }
     records.sort_by(|a, b| a.sent_at_ms.total_cmp(&b.sent_at_ms));
     records

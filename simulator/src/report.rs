@@ -1,10 +1,12 @@
-//! Results per policy: a terminal table, JSON, and an SVG chart of the TTFT distributions.
+//! Results per policy: a terminal table, JSON, and SVG charts (the TTFT distributions, and each
+//! tenant's service over time).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::fairness::{self, Fairness, ServiceSeries};
 use crate::load::Record;
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,9 +25,52 @@ pub struct PolicyReport {
     /// Prefix-cache token hit rate from the pods' own counters (hits ÷ queries).
     pub prefix_hit_rate: f64,
     pub per_tenant: BTreeMap<String, usize>,
+    /// Input + output tokens of served requests per second.
+    pub tokens_per_s: f64,
+    pub ttft_mean_ms: f64,
+    pub e2e_mean_ms: f64,
+    pub e2e_p90_ms: f64,
+    /// The hit rate an infinite cache on one node would reach on the same requests, when known.
+    pub ideal_prefix_hit_rate: Option<f64>,
+    /// Engine preemptions summed over the pods, when known.
+    pub preemptions: Option<u64>,
+    /// Fraction of the run the engines spent stepping, mean over the pods, when known: how loaded
+    /// the pool was.
+    pub engine_busy: Option<f64>,
+    pub tenants: BTreeMap<String, TenantReport>,
+    pub fairness: Fairness,
+    pub service: ServiceSeries,
     /// Sorted TTFT samples in ms (for the chart).
     #[serde(skip)]
     pub ttft_sorted: Vec<f64>,
+}
+
+/// Latencies and service of one tenant's served requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TenantReport {
+    pub requests: usize,
+    pub errors: usize,
+    pub ttft_mean_ms: f64,
+    pub ttft_p50_ms: f64,
+    pub ttft_p90_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub e2e_p50_ms: f64,
+    pub e2e_p90_ms: f64,
+    pub e2e_p99_ms: f64,
+    /// Input + 2·output tokens served.
+    pub service: f64,
+}
+
+/// What a run knows besides its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunFacts {
+    /// Prefix-cache token hit rate from the engines' counters.
+    pub prefix_hit_rate: f64,
+    pub ideal_prefix_hit_rate: Option<f64>,
+    pub preemptions: Option<u64>,
+    pub engine_busy: Option<f64>,
+    /// The workload's nominal length in seconds (the fairness horizon).
+    pub horizon_s: Option<f64>,
 }
 
 /// The `q` quantile (0..=1) of sorted samples, nearest rank; 0 when empty.
@@ -37,16 +82,71 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn is_ok(r: &Record) -> bool {
+    r.status == 200 && r.error.is_none()
+}
+
+fn tenant_reports(records: &[Record]) -> BTreeMap<String, TenantReport> {
+    let mut by: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        by.entry(r.tenant.as_str()).or_default().push(r);
+    }
+    by.into_iter()
+        .map(|(t, rs)| {
+            let ok: Vec<&&Record> = rs.iter().filter(|r| is_ok(r)).collect();
+            let ttft = sorted(ok.iter().filter_map(|r| r.ttft_ms));
+            let e2e = sorted(ok.iter().map(|r| r.e2e_ms));
+            let rep = TenantReport {
+                requests: ok.len(),
+                errors: rs.len() - ok.len(),
+                ttft_mean_ms: mean(&ttft),
+                ttft_p50_ms: quantile(&ttft, 0.5),
+                ttft_p90_ms: quantile(&ttft, 0.9),
+                ttft_p99_ms: quantile(&ttft, 0.99),
+                e2e_p50_ms: quantile(&e2e, 0.5),
+                e2e_p90_ms: quantile(&e2e, 0.9),
+                e2e_p99_ms: quantile(&e2e, 0.99),
+                service: ok
+                    .iter()
+                    .map(|r| fairness::service_of(r.prompt_tokens, r.output_tokens))
+                    .sum(),
+            };
+            (t.to_string(), rep)
+        })
+        .collect()
+}
+
 impl PolicyReport {
     pub fn from_records(policy: &str, records: &[Record], prefix_hit_rate: f64) -> Self {
-        let ok: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.status == 200 && r.error.is_none())
-            .collect();
-        let mut ttft: Vec<f64> = ok.iter().filter_map(|r| r.ttft_ms).collect();
-        ttft.sort_by(f64::total_cmp);
-        let mut e2e: Vec<f64> = ok.iter().map(|r| r.e2e_ms).collect();
-        e2e.sort_by(f64::total_cmp);
+        Self::build(
+            policy,
+            records,
+            RunFacts {
+                prefix_hit_rate,
+                ..RunFacts::default()
+            },
+        )
+    }
+
+    pub fn build(policy: &str, records: &[Record], facts: RunFacts) -> Self {
+        let prefix_hit_rate = facts.prefix_hit_rate;
+        let ok: Vec<&Record> = records.iter().filter(|r| is_ok(r)).collect();
+        let ttft = sorted(ok.iter().filter_map(|r| r.ttft_ms));
+        let e2e = sorted(ok.iter().map(|r| r.e2e_ms));
         let end_ms = records
             .iter()
             .map(|r| r.sent_at_ms + r.e2e_ms)
@@ -57,6 +157,8 @@ impl PolicyReport {
             *per_tenant.entry(r.tenant.clone()).or_insert(0) += 1;
         }
         let out_tokens: u64 = ok.iter().map(|r| r.output_tokens).sum();
+        let in_tokens: u64 = ok.iter().map(|r| r.prompt_tokens).sum();
+        let horizon = fairness::horizon(records, facts.horizon_s);
         Self {
             policy: policy.to_string(),
             requests: records.len(),
@@ -71,64 +173,155 @@ impl PolicyReport {
             e2e_p99_ms: quantile(&e2e, 0.99),
             prefix_hit_rate,
             per_tenant,
+            tokens_per_s: (in_tokens + out_tokens) as f64 / duration_s,
+            ttft_mean_ms: mean(&ttft),
+            e2e_mean_ms: mean(&e2e),
+            e2e_p90_ms: quantile(&e2e, 0.9),
+            ideal_prefix_hit_rate: facts.ideal_prefix_hit_rate,
+            preemptions: facts.preemptions,
+            engine_busy: facts.engine_busy,
+            tenants: tenant_reports(records),
+            fairness: fairness::fairness(records, horizon),
+            // Until the last request finished: a backlog keeps being served after arrivals end.
+            service: fairness::service_series(
+                records,
+                horizon.max((duration_s / 10.0).ceil() * 10.0),
+            ),
             ttft_sorted: ttft,
         }
     }
 }
 
-/// A fixed-width table, one row per policy.
+/// A latency for the tables: milliseconds below 10 s, seconds above.
+fn ms(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}s", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}ms")
+    } else {
+        format!("{v:.1}ms")
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Fixed-width tables: one row per policy (throughput, latencies, prefix cache), the fairness
+/// table, and each tenant's latencies under each policy.
 pub fn table(reports: &[PolicyReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>5} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "{:<22} {:>6} {:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>5}",
         "policy",
         "reqs",
         "errs",
         "req/s",
-        "out tok/s",
+        "tok/s",
+        "TTFTmean",
         "TTFT p50",
         "TTFT p90",
         "TTFT p99",
         "e2e p50",
+        "e2e p90",
         "e2e p99",
-        "prefix"
+        "prefix",
+        "ideal",
+        "preempt",
+        "busy"
     );
     for r in reports {
         let _ = writeln!(
             s,
-            "{:<22} {:>6} {:>5} {:>7.2} {:>8.0} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.0}ms {:>7.0}ms {:>6.1}%",
+            "{:<22} {:>6} {:>5} {:>7.2} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>5}",
             r.policy,
             r.requests,
             r.errors,
             r.requests_per_s,
-            r.output_tokens_per_s,
-            r.ttft_p50_ms,
-            r.ttft_p90_ms,
-            r.ttft_p99_ms,
-            r.e2e_p50_ms,
-            r.e2e_p99_ms,
-            r.prefix_hit_rate * 100.0
+            r.tokens_per_s,
+            ms(r.ttft_mean_ms),
+            ms(r.ttft_p50_ms),
+            ms(r.ttft_p90_ms),
+            ms(r.ttft_p99_ms),
+            ms(r.e2e_p50_ms),
+            ms(r.e2e_p90_ms),
+            ms(r.e2e_p99_ms),
+            pct(Some(r.prefix_hit_rate)),
+            pct(r.ideal_prefix_hit_rate),
+            r.preemptions.map_or_else(|| "-".into(), |p| p.to_string()),
+            r.engine_busy
+                .map_or_else(|| "-".into(), |b| format!("{:.0}%", b * 100.0)),
         );
     }
+    if reports.iter().any(|r| r.tenants.len() > 1) {
+        let h = reports.first().map_or(0.0, |r| r.fairness.horizon_s);
+        let w = fairness::windows(h);
+        let _ = writeln!(
+            s,
+            "\nfairness: service = input + 2·output tokens/s; {} window(s) of {:.0} s over {h:.0} s",
+            w.len(),
+            w.first().map_or(0.0, |(l, r)| r - l),
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>9} {:>9} {:>6}",
+            "policy", "MaxDiff", "AvgDiff", "Jain"
+        );
+        for r in reports {
+            let f = &r.fairness;
+            let _ = writeln!(
+                s,
+                "{:<22} {:>9.1} {:>9.1} {:>6.3}",
+                r.policy, f.max_diff, f.avg_diff, f.jain
+            );
+        }
+    }
     let tenants: std::collections::BTreeSet<&String> =
-        reports.iter().flat_map(|r| r.per_tenant.keys()).collect();
+        reports.iter().flat_map(|r| r.tenants.keys()).collect();
     if !tenants.is_empty() {
-        let _ = writeln!(s, "\nrequests served per tenant:");
-        let _ = write!(s, "{:<22}", "policy");
-        for t in &tenants {
-            let _ = write!(s, " {t:>10}");
+        let _ = writeln!(s, "\nper tenant: requests served, TTFT p50 / p99");
+        let _ = write!(s, "{:<22}", "tenant");
+        for r in reports {
+            let _ = write!(s, " {:>24}", truncate(&r.policy, 24));
         }
         let _ = writeln!(s);
-        for r in reports {
-            let _ = write!(s, "{:<22}", r.policy);
-            for t in &tenants {
-                let _ = write!(s, " {:>10}", r.per_tenant.get(*t).copied().unwrap_or(0));
+        for t in &tenants {
+            let _ = write!(s, "{:<22}", truncate(t, 22));
+            for r in reports {
+                let cell = r.tenants.get(*t).map_or_else(
+                    || "-".to_string(),
+                    |x| {
+                        format!(
+                            "{} {} / {}",
+                            x.requests,
+                            ms(x.ttft_p50_ms),
+                            ms(x.ttft_p99_ms)
+                        )
+                    },
+                );
+                let _ = write!(s, " {cell:>24}");
             }
             let _ = writeln!(s);
         }
     }
     s
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let keep: String = s
+            .chars()
+            .rev()
+            .take(n - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{keep}")
+    }
 }
 
 /// An SVG chart of the TTFT cumulative distribution per policy (log-scaled time axis).
@@ -229,12 +422,128 @@ pub fn ttft_cdf_svg(reports: &[PolicyReport]) -> String {
             r#"<text x="{:.1}" y="{:.1}">{} (p50 {:.0} ms)</text>"#,
             L + 42.0,
             ly + 4.0,
-            r.policy,
+            xml_escape(&r.policy),
             r.ttft_p50_ms
         );
     }
     let _ = writeln!(s, "</svg>");
     s
+}
+
+/// Colours of the chart lines, cycled.
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+
+/// An SVG chart of each tenant's service rate over time (tokens/s of input + 2·output in a 60 s
+/// window) under one policy.
+pub fn service_svg(report: &PolicyReport) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 420.0;
+    const L: f64 = 70.0;
+    const R: f64 = 150.0;
+    const T: f64 = 40.0;
+    const B: f64 = 50.0;
+    let series = &report.service;
+    let t_max = series
+        .t_s
+        .last()
+        .copied()
+        .unwrap_or(1.0)
+        .max(report.fairness.horizon_s)
+        .max(1.0);
+    let y_max = series
+        .tenants
+        .values()
+        .flatten()
+        .copied()
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.05;
+    let x = |t: f64| L + t / t_max * (W - L - R);
+    let y = |v: f64| T + (1.0 - v / y_max) * (H - T - B);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">Service per tenant (input + 2·output tokens/s, 60 s window): {}</text>"#,
+        (W - R + L) / 2.0,
+        xml_escape(&report.policy)
+    );
+    for k in 0..=5 {
+        let v = y_max / 5.0 * f64::from(k);
+        let py = y(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#eee"/>"##,
+            W - R
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{v:.0}</text>"#,
+            L - 6.0,
+            py + 4.0
+        );
+        let t = t_max / 5.0 * f64::from(k);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
+            x(t),
+            H - B + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{L}" y="{T}" width="{:.1}" height="{:.1}" fill="none" stroke="#333"/>"##,
+        W - L - R,
+        H - T - B
+    );
+    for (i, (tenant, vals)) in series.tenants.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let mut pts = String::new();
+        for (t, v) in series.t_s.iter().zip(vals) {
+            let _ = write!(pts, "{:.1},{:.1} ", x(*t), y(*v));
+        }
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{}"/>"#,
+            pts.trim_end()
+        );
+        if i < 20 {
+            let ly = T + 8.0 + 16.0 * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{c}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                W - R + 10.0,
+                W - R + 28.0,
+                W - R + 32.0,
+                ly + 4.0,
+                xml_escape(&truncate(tenant, 18))
+            );
+        } else if i == 20 {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}">… {} tenants</text>"#,
+                W - R + 10.0,
+                T + 8.0 + 16.0 * 20.0 + 4.0,
+                series.tenants.len()
+            );
+        }
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -142,12 +142,40 @@ enum Policy {
     Vtc(VirtualCounters),
 }
 
+/// A float ordered by `total_cmp`, for keys.
+#[derive(Debug, Clone, Copy)]
+struct OrdF64(f64);
+
+impl PartialEq for OrdF64 {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.total_cmp(&o.0).is_eq()
+    }
+}
+impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for OrdF64 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+/// Where a backlogged flow stands for global-strict and VTC picks: its counter (0 for
+/// global-strict), then its head item's ordering key.
+type Rank = (OrdF64, (u64, u64));
+
 #[derive(Debug)]
 struct Band {
     cfg: BandConfig,
     /// Non-empty flows only: a flow exists while it is backlogged.
     flows: BTreeMap<Arc<str>, Flow>,
     policy: Policy,
+    /// Backlogged flows by rank, so a pick is a lookup, not a scan over tenants.
+    index: BTreeSet<(Rank, Arc<str>)>,
+    ranks: HashMap<Arc<str>, Rank>,
     bytes: u64,
     requests: u64,
 }
@@ -163,8 +191,27 @@ impl Band {
             cfg,
             flows: BTreeMap::new(),
             policy,
+            index: BTreeSet::new(),
+            ranks: HashMap::new(),
             bytes: 0,
             requests: 0,
+        }
+    }
+
+    /// Re-ranks `tenant` after its head or counter changed (or its flow emptied).
+    fn reindex(&mut self, tenant: &Arc<str>) {
+        let counter = match &self.policy {
+            Policy::RoundRobin { .. } => return,
+            Policy::GlobalStrict => 0.0,
+            Policy::Vtc(v) => v.counter(tenant),
+        };
+        if let Some(old) = self.ranks.remove(tenant) {
+            self.index.remove(&(old, tenant.clone()));
+        }
+        if let Some(flow) = self.flows.get(tenant) {
+            let rank = (OrdF64(counter), Self::head_key(flow));
+            self.index.insert((rank, tenant.clone()));
+            self.ranks.insert(tenant.clone(), rank);
         }
     }
 
@@ -177,13 +224,11 @@ impl Band {
         if self.flows.is_empty() {
             return None;
         }
-        let flows = &self.flows;
         match &mut self.policy {
-            Policy::GlobalStrict => flows
-                .iter()
-                .min_by_key(|(_, f)| Self::head_key(f))
-                .map(|(k, _)| k.clone()),
+            // Global-strict: the best head; VTC: the least counter, then the earliest head.
+            Policy::GlobalStrict | Policy::Vtc(_) => self.index.first().map(|(_, t)| t.clone()),
             Policy::RoundRobin { last } => {
+                let flows = &self.flows;
                 let next = match last {
                     Some(l) => flows
                         .range::<str, _>((
@@ -197,18 +242,6 @@ impl Band {
                 let k = next.map(|(k, _)| k.clone());
                 last.clone_from(&k);
                 k
-            }
-            Policy::Vtc(v) => {
-                // Least counter; among equal counters the earliest head (arrival order).
-                let mut best: Option<(&Arc<str>, f64, (u64, u64))> = None;
-                for (k, f) in flows {
-                    let c = v.counter(k);
-                    let h = Self::head_key(f);
-                    if best.is_none_or(|(_, bc, bh)| c < bc || (c == bc && h < bh)) {
-                        best = Some((k, c, h));
-                    }
-                }
-                best.map(|(k, _, _)| k.clone())
             }
         }
     }
@@ -320,6 +353,7 @@ impl FlowController {
         let flow = band.flows.entry(tenant.clone()).or_default();
         flow.queue.insert(key, id);
         flow.bytes += item.bytes;
+        band.reindex(&tenant);
         band.bytes += item.bytes;
         band.requests += 1;
         self.bytes += item.bytes;
@@ -370,6 +404,7 @@ impl FlowController {
                 service = v.charge(&meta.fairness_id, meta.input_tokens as f64, 0.0);
                 charged = meta.input_tokens;
             }
+            band.reindex(&tenant);
             return Some(Released {
                 id,
                 fairness_id: meta.fairness_id,
@@ -394,6 +429,7 @@ impl FlowController {
                 band.flows.remove(&meta.fairness_id);
             }
         }
+        band.reindex(&meta.fairness_id);
         band.bytes -= meta.bytes;
         band.requests -= 1;
         self.bytes -= meta.bytes;
@@ -446,7 +482,9 @@ impl FlowController {
             && let Policy::Vtc(v) = &mut band.policy
         {
             let t: Arc<str> = Arc::from(tenant);
-            return v.charge(&t, input_delta, output_tokens as f64);
+            let service = v.charge(&t, input_delta, output_tokens as f64);
+            band.reindex(&t);
+            return service;
         }
         0.0
     }

@@ -110,6 +110,7 @@ pub struct Engine {
     // Per-step scratch buffers, reused.
     scheduled: Vec<(u32, u32)>,
     skipped: Vec<u32>,
+    reserve: Vec<(u32, u32)>,
     stats: Counters,
 }
 
@@ -140,6 +141,7 @@ impl Engine {
             loras: Loras::default(),
             scheduled: Vec::new(),
             skipped: Vec::new(),
+            reserve: Vec::new(),
             stats: Counters::default(),
             cfg,
         }
@@ -302,6 +304,9 @@ impl Engine {
                     self.waiting.pop_front();
                     self.skipped.push(slot);
                     continue;
+                }
+                if self.cfg.reserve_output && !self.fits_with_reserve(slot) {
+                    break;
                 }
                 // Prefix lookup: leading full blocks resident, leaving at least one token.
                 let (hit, evictable, num_tokens) = {
@@ -503,6 +508,35 @@ impl Engine {
                 *lora_loads += 1;
             }
         }
+    }
+
+    /// Whether the running batch plus `slot` can all run to their `max_output_tokens` within the
+    /// KV pool: with requests sorted by remaining output, longest first, the peak is
+    /// `max_i (Σ_{j≤i} tokens_j + remaining_i · (i + 1))` tokens (the requests that finish later
+    /// still hold their tokens when the i-th longest finishes); one block of rounding per request
+    /// is kept free. A request alone is always admitted (it passed validation).
+    fn fits_with_reserve(&mut self, slot: u32) -> bool {
+        if self.running.is_empty() {
+            return true;
+        }
+        self.reserve.clear();
+        for &s in self.running.iter().chain(std::iter::once(&slot)) {
+            let seq = self.seq(s);
+            self.reserve
+                .push((seq.num_tokens(), seq.max_output.saturating_sub(seq.output)));
+        }
+        self.reserve
+            .sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+        let bs = u64::from(self.cfg.block_size);
+        let capacity = u64::from(self.pool.num_blocks()) * bs;
+        let mut held = 0u64;
+        let mut peak = 0u64;
+        for (i, &(tokens, remaining)) in self.reserve.iter().enumerate() {
+            let n = i as u64 + 1;
+            held += u64::from(tokens);
+            peak = peak.max(held + u64::from(remaining) * n + n * bs);
+        }
+        peak <= capacity
     }
 
     fn allocate(&mut self, slot: u32, n: u32) {

@@ -482,3 +482,34 @@ fn kv_events_carry_the_request_block_hashes() {
         ]
     );
 }
+
+#[test]
+fn reserving_output_admits_only_what_can_finish_and_never_preempts() {
+    // 10 blocks = 160 tokens; each request peaks at 32 + 64 tokens.
+    let run = |reserve: bool| {
+        let cfg = EngineConfig {
+            reserve_output: reserve,
+            ..small(10, 8192, 16)
+        };
+        let mut engine = Engine::new(cfg);
+        let mut now = Duration::ZERO;
+        assert!(engine.add_request(req(1, 1, 32, 64), now));
+        assert!(engine.add_request(req(2, 2, 32, 64), now));
+        engine.step(now);
+        let running_at_start = engine.stats().num_requests_running;
+        let events = drain(&mut engine, &mut now);
+        let finished = events
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, EventKind::Finished { .. }))
+            .count();
+        assert_eq!(finished, 2);
+        (running_at_start, engine.stats().num_preemptions)
+    };
+    assert_eq!(run(true), (1, 0), "the second waits for the first");
+    let (running, preemptions) = run(false);
+    assert_eq!(running, 2);
+    assert!(
+        preemptions > 0,
+        "without the reservation both start and one is preempted"
+    );
+}

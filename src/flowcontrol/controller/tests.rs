@@ -397,3 +397,50 @@ fn vtc_charges_input_at_dispatch_and_corrections_later() {
     rr.charge(0, "a", 1.0, 1);
     assert_eq!(rr.counter(0, "a"), None);
 }
+
+#[test]
+fn the_rank_index_picks_what_a_scan_would() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+    for fairness in [Fairness::GlobalStrict, Fairness::Vtc(VtcParams::default())] {
+        let mut c = with_default(fairness);
+        let mut ids = Vec::new();
+        for step in 0..5000u64 {
+            match rng.random_range(0..10) {
+                0..=4 => {
+                    let t = format!("t{}", rng.random_range(0..12));
+                    let mut it = item(&t, 0, rng.random_range(1..2000));
+                    it.input_tokens = rng.random_range(1..500);
+                    ids.push(c.enqueue(it, ms(step)).unwrap());
+                }
+                5 if !ids.is_empty() => {
+                    let id = ids.swap_remove(rng.random_range(0..ids.len()));
+                    c.cancel(id);
+                }
+                6 => {
+                    let t = format!("t{}", rng.random_range(0..12));
+                    c.charge(0, &t, 0.0, rng.random_range(0..300));
+                }
+                _ => {
+                    let band = c.bands.get(&0);
+                    // The scan: least (counter, head key) over backlogged flows.
+                    let expected = band.and_then(|b| {
+                        b.flows
+                            .iter()
+                            .map(|(t, f)| {
+                                let counter = match &b.policy {
+                                    Policy::Vtc(v) => v.counter(t),
+                                    _ => 0.0,
+                                };
+                                (OrdF64(counter), Band::head_key(f), t.clone())
+                            })
+                            .min()
+                            .map(|(_, _, t)| t)
+                    });
+                    let got = c.dispatch(0.0).map(|r| r.fairness_id);
+                    assert_eq!(got, expected, "step {step}");
+                }
+            }
+        }
+    }
+}
