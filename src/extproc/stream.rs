@@ -628,6 +628,11 @@ impl StreamState {
 
     fn on_response_body(&mut self, b: HttpBody, out: &mut Output) {
         let eos = b.end_of_stream;
+        if !b.body.is_empty()
+            && let Some(a) = &mut self.admission
+        {
+            a.responding();
+        }
         self.response.bytes += b.body.len();
         if self.response.streaming || self.response.passthrough {
             if self.response.streaming {

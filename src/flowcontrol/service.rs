@@ -266,6 +266,16 @@ impl FlowControl {
         }
     }
 
+    /// The pod started answering the dispatched request `id` (its first token): it is running,
+    /// not waiting, so it no longer counts towards saturation as a queued request.
+    pub fn responding(&self, id: ItemId) {
+        let mut st = self.state.lock();
+        if st.transit.remove(&id).is_some() && !st.ctl.is_empty() {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
     /// Charges a dispatched request's tenant (VTC bands only): a correction of the input
     /// estimate and newly reported output tokens.
     pub fn charge(&self, priority: i32, tenant: &str, input_delta: f64, output_tokens: u64) {
@@ -399,6 +409,7 @@ pub struct Admission {
     charged_output: u64,
     /// Share of the prompt the picked endpoint had cached, from the prefix index.
     prefix_hit: Option<f64>,
+    responded: bool,
     done: bool,
 }
 
@@ -414,6 +425,7 @@ impl Admission {
             charged_input: r.charged_input_tokens as f64,
             charged_output: 0,
             prefix_hit: None,
+            responded: false,
             done: false,
         }
     }
@@ -428,6 +440,14 @@ impl Admission {
         {
             let target = self.charged_input * (1.0 - hit.clamp(0.0, 1.0));
             self.correct_input(target);
+        }
+    }
+
+    /// The first bytes of the response body arrived (for a stream, the first token).
+    pub fn responding(&mut self) {
+        if !self.responded {
+            self.responded = true;
+            self.fc.responding(self.id);
         }
     }
 

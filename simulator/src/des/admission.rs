@@ -82,6 +82,9 @@ pub trait Admission {
     fn on_picked(&mut self, _id: usize, _prefix_hit: Option<f64>) {}
     /// Usage the response reported so far (cumulative).
     fn on_usage(&mut self, _id: usize, _usage: Usage) {}
+
+    /// The pod produced the request's first token: it runs, it no longer waits.
+    fn on_first_token(&mut self, _id: usize) {}
     /// A dispatched request ended (served or failed).
     fn on_complete(&mut self, _id: usize) {}
     /// Requests held right now.
@@ -287,6 +290,10 @@ impl Admission for FlowControlAdmission {
             self.ctl.charge(c.priority, &c.tenant, 0.0, new);
             c.output = u.completion_tokens;
         }
+    }
+
+    fn on_first_token(&mut self, id: usize) {
+        self.transit.remove(&id);
     }
 
     fn on_complete(&mut self, id: usize) {

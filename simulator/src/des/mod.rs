@@ -585,6 +585,7 @@ impl Sim<'_, '_> {
         let mut events = std::mem::take(&mut self.scratch);
         std::mem::swap(&mut events, &mut self.pods[p].pending);
         let mut completed = false;
+        let mut started = false;
         for ev in &events {
             let id = ev.id as usize;
             let Some(f) = self.flights[id].as_mut() else {
@@ -596,6 +597,8 @@ impl Sim<'_, '_> {
                     if f.first_token.is_none() {
                         f.first_token = Some(now);
                         self.epp.router.first_token(id);
+                        self.epp.admission.on_first_token(id);
+                        started = true;
                     }
                     f.generated += 1;
                     if self.opts.usage == UsageReports::PerToken {
@@ -618,7 +621,7 @@ impl Sim<'_, '_> {
         } else {
             self.pods[p].busy = false;
         }
-        if completed {
+        if completed || started {
             self.poll(now);
         }
     }

@@ -270,3 +270,33 @@ async fn admissions_charge_vtc_from_usage() {
     drop(adm);
     f.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_whose_pod_answers_stops_counting_as_queued() {
+    let f = Fixture::new(1, ControllerConfig::default());
+    let mut tickets: Vec<Ticket> = (0..7)
+        .map(|_| f.fc.enqueue(item("a"), "m", "m").unwrap())
+        .collect();
+    let released: Vec<ItemId> = tickets
+        .iter_mut()
+        .filter_map(|t| match t.try_outcome() {
+            Some(Outcome::Dispatched(r)) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released.len(), 5);
+    // No scrape yet: the first token of one released request makes room for exactly one more.
+    f.fc.responding(released[0]);
+    assert!(matches!(
+        outcome(&mut tickets[5]).await,
+        Outcome::Dispatched(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(f.fc.queued(), 1);
+    f.fc.responding(released[1]);
+    assert!(matches!(
+        outcome(&mut tickets[6]).await,
+        Outcome::Dispatched(_)
+    ));
+    f.stop().await;
+}
