@@ -518,17 +518,6 @@ impl FlowController {
         }
     }
 
-    /// Every VTC counter: (priority, tenant, counter).
-    pub fn counters(&self) -> impl Iterator<Item = (i32, &Arc<str>, f64)> {
-        self.bands.iter().flat_map(|(p, b)| {
-            let it: Box<dyn Iterator<Item = (&Arc<str>, f64)>> = match &b.policy {
-                Policy::Vtc(v) => Box::new(v.counters()),
-                _ => Box::new(std::iter::empty()),
-            };
-            it.map(move |(t, c)| (*p, t, c))
-        })
-    }
-
     /// Queued requests and bytes per flow: (priority, tenant, requests, bytes).
     pub fn flows(&self) -> impl Iterator<Item = (i32, &Arc<str>, usize, u64)> {
         self.bands.iter().flat_map(|(p, b)| {

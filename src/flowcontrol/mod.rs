@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod metrics;
+pub mod release;
 pub mod service;
 pub mod vtc;
 
@@ -17,6 +18,7 @@ pub use controller::{
     Released,
 };
 pub use metrics::FlowControlMetrics;
+pub use release::{Charge, Transit};
 pub use service::{Admission, FlowControl, Outcome, Ticket};
 
 use crate::config::model::{BandSpec, EndpointPickerConfig};

@@ -3,7 +3,7 @@
 //! requests wait), a completion, the next TTL deadline. Nothing ticks, so an idle EPP spends no
 //! CPU here (GIE's 1 ms ticker kept a core busy).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use super::controller::{ControllerConfig, FlowController, ItemId, NewItem, Rejec
 use super::metrics::{
     EnqueueLabels, FlowControlMetrics, PoolLabels, QueueDurationLabels, QueueLabels, TenantLabels,
 };
+use super::release::{Charge, Transit};
 use crate::clock::Clock;
 use crate::pool::EndpointPool;
 use crate::scheduling::{SaturationDetector, Timestamp, Usage};
@@ -39,8 +40,7 @@ struct Waiter {
 struct State {
     ctl: FlowController,
     waiters: HashMap<ItemId, Waiter>,
-    /// Released requests the detector cannot see yet, with their dispatch time.
-    transit: BTreeMap<ItemId, Timestamp>,
+    transit: Transit,
 }
 
 pub struct FlowControl {
@@ -68,7 +68,7 @@ impl FlowControl {
             state: Mutex::new(State {
                 ctl: FlowController::new(cfg),
                 waiters: HashMap::new(),
-                transit: BTreeMap::new(),
+                transit: Transit::default(),
             }),
             wake: Notify::new(),
             pool,
@@ -209,27 +209,14 @@ impl FlowControl {
             let ttl = now.saturating_since(r.enqueued_at);
             self.resolve(st, &r, Outcome::EvictedTtl(ttl));
         }
-        let snap = self.pool.snapshot();
-        if !self.detector.visible_when_picked() && !st.transit.is_empty() {
-            // A request is visible once every endpoint has refreshed its metrics since.
-            let seen = snap
-                .endpoints()
-                .iter()
-                .map(|e| e.metrics.updated_at.unwrap_or(Timestamp::ZERO))
-                .min()
-                .unwrap_or(Timestamp::ZERO);
-            st.transit.retain(|_, at| *at >= seen);
-        }
         if st.ctl.is_empty() {
             return;
         }
-        // GIE judges dispatch over the whole pool, ignoring subsets.
-        let all: Vec<usize> = (0..snap.len()).collect();
-        let base = self.detector.saturation(&snap, &all, now);
-        let per_pending = self.detector.pending_weight(&snap, &all);
-        let mut saturation = base + st.transit.len() as f64 * per_pending;
+        let snap = self.pool.snapshot();
+        let (mut saturation, per_pending) =
+            st.transit.saturation(self.detector.as_ref(), &snap, now);
         while let Some(r) = st.ctl.dispatch(saturation) {
-            st.transit.insert(r.id, now);
+            st.transit.record(r.id, now);
             saturation += per_pending;
             self.resolve(st, &r.clone(), Outcome::Dispatched(r));
         }
@@ -246,7 +233,7 @@ impl FlowControl {
 
     fn cancel(&self, id: ItemId) {
         let mut st = self.state.lock();
-        st.transit.remove(&id);
+        st.transit.remove(id);
         if let Some(r) = st.ctl.cancel(id)
             && let Some(w) = st.waiters.remove(&r.id)
         {
@@ -262,7 +249,7 @@ impl FlowControl {
     /// The dispatched request `id` was scheduled onto an endpoint.
     pub fn picked(&self, id: ItemId) {
         if self.detector.visible_when_picked() {
-            self.state.lock().transit.remove(&id);
+            self.state.lock().transit.remove(id);
         }
     }
 
@@ -270,7 +257,7 @@ impl FlowControl {
     /// not waiting, so it no longer counts towards saturation as a queued request.
     pub fn responding(&self, id: ItemId) {
         let mut st = self.state.lock();
-        if st.transit.remove(&id).is_some() && !st.ctl.is_empty() {
+        if st.transit.remove(id) && !st.ctl.is_empty() {
             drop(st);
             self.wake.notify_one();
         }
@@ -289,7 +276,7 @@ impl FlowControl {
     /// A dispatched request finished: what it held may free capacity.
     pub fn completed(&self, id: ItemId) {
         let mut st = self.state.lock();
-        st.transit.remove(&id);
+        st.transit.remove(id);
         let waiting = !st.ctl.is_empty();
         drop(st);
         if waiting {
@@ -300,11 +287,6 @@ impl FlowControl {
     /// Whether the band for `priority` charges only uncached input tokens.
     pub fn charges_uncached_only(&self, priority: i32) -> bool {
         self.state.lock().ctl.charges_uncached_only(priority)
-    }
-
-    /// Whether any band runs VTC (then responses report usage back).
-    pub fn uses_vtc(&self) -> bool {
-        self.state.lock().ctl.uses_vtc()
     }
 
     /// Requests waiting now.
@@ -400,31 +382,18 @@ impl Drop for Ticket {
 pub struct Admission {
     fc: Arc<FlowControl>,
     id: ItemId,
-    priority: i32,
-    tenant: Arc<str>,
-    uncached_only: bool,
-    /// Input tokens charged so far (the dispatch estimate, then corrections).
-    charged_input: f64,
-    /// Output tokens charged so far.
-    charged_output: u64,
-    /// Share of the prompt the picked endpoint had cached, from the prefix index.
-    prefix_hit: Option<f64>,
+    charge: Charge,
     responded: bool,
     done: bool,
 }
 
 impl Admission {
     pub fn new(fc: Arc<FlowControl>, r: &Released) -> Self {
-        let uncached_only = fc.charges_uncached_only(r.priority);
+        let charge = Charge::new(r, fc.charges_uncached_only(r.priority));
         Self {
             fc,
             id: r.id,
-            priority: r.priority,
-            tenant: r.fairness_id.clone(),
-            uncached_only,
-            charged_input: r.charged_input_tokens as f64,
-            charged_output: 0,
-            prefix_hit: None,
+            charge,
             responded: false,
             done: false,
         }
@@ -434,13 +403,8 @@ impl Admission {
     /// endpoint holds per the prefix index, when one runs.
     pub fn picked(&mut self, prefix_hit: Option<f64>) {
         self.fc.picked(self.id);
-        self.prefix_hit = prefix_hit;
-        if self.uncached_only
-            && let Some(hit) = prefix_hit
-        {
-            let target = self.charged_input * (1.0 - hit.clamp(0.0, 1.0));
-            self.correct_input(target);
-        }
+        let input = self.charge.picked(prefix_hit);
+        self.apply(input, 0);
     }
 
     /// The first bytes of the response body arrived (for a stream, the first token).
@@ -451,30 +415,16 @@ impl Admission {
         }
     }
 
-    fn correct_input(&mut self, target: f64) {
-        let delta = target - self.charged_input;
-        if delta != 0.0 {
-            self.fc.charge(self.priority, &self.tenant, delta, 0);
-            self.charged_input = target;
-        }
-    }
-
     /// Usage as the response reports it (cumulative, possibly partial while streaming).
     pub fn usage(&mut self, u: Usage) {
-        if u.prompt_tokens > 0 {
-            let target = if !self.uncached_only {
-                u.prompt_tokens as f64
-            } else if u.cached_tokens > 0 {
-                u.prompt_tokens.saturating_sub(u.cached_tokens) as f64
-            } else {
-                u.prompt_tokens as f64 * (1.0 - self.prefix_hit.unwrap_or(0.0).clamp(0.0, 1.0))
-            };
-            self.correct_input(target);
-        }
-        if u.completion_tokens > self.charged_output {
-            let new = u.completion_tokens - self.charged_output;
-            self.fc.charge(self.priority, &self.tenant, 0.0, new);
-            self.charged_output = u.completion_tokens;
+        let (input, output) = self.charge.usage(u);
+        self.apply(input, output);
+    }
+
+    fn apply(&self, input: f64, output: u64) {
+        if input != 0.0 || output > 0 {
+            self.fc
+                .charge(self.charge.priority, &self.charge.tenant, input, output);
         }
     }
 

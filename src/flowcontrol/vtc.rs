@@ -18,7 +18,6 @@ pub struct VirtualCounters {
     input_weight: f64,
     output_weight: f64,
     tenant_weights: HashMap<Arc<str>, f64>,
-    charge_uncached_only: bool,
     counters: HashMap<Arc<str>, f64>,
 }
 
@@ -32,14 +31,8 @@ impl VirtualCounters {
                 .iter()
                 .map(|(k, v)| (Arc::from(k.as_str()), *v))
                 .collect(),
-            charge_uncached_only: p.charge_uncached_input_only,
             counters: HashMap::new(),
         }
-    }
-
-    /// Whether only the input tokens the engine did not find cached are charged.
-    pub fn charges_uncached_only(&self) -> bool {
-        self.charge_uncached_only
     }
 
     /// The tenant's counter; a tenant never seen starts at 0.
@@ -94,11 +87,6 @@ impl VirtualCounters {
         let w = self.weight(tenant);
         *self.entry(tenant) += cost / w;
         cost
-    }
-
-    /// Every tenant's counter, for metrics.
-    pub fn counters(&self) -> impl Iterator<Item = (&Arc<str>, f64)> {
-        self.counters.iter().map(|(k, v)| (k, *v))
     }
 }
 

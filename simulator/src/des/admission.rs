@@ -15,9 +15,9 @@
 //! `utilization-detector`'s mean over endpoints of `max(waiting / 5, kv / 0.8)`, a stale endpoint
 //! counting 1.0 (gie-epp.md §5.3).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
-use switchyard::flowcontrol::{ControllerConfig, FlowController, ItemId, NewItem};
+use switchyard::flowcontrol::{Charge, ControllerConfig, FlowController, ItemId, NewItem, Transit};
 use switchyard::scheduling::{EndpointSnapshot, SaturationDetector, Timestamp, Usage};
 
 /// A request waiting in the EPP.
@@ -124,30 +124,19 @@ impl Admission for PassThrough {
 
 // === impl FlowControlAdmission ===
 
-/// What a dispatched request has been charged (the server's `flowcontrol::Admission`).
-#[derive(Debug)]
-struct Charge {
-    priority: i32,
-    tenant: String,
-    uncached_only: bool,
-    input: f64,
-    output: u64,
-    prefix_hit: Option<f64>,
-}
-
 /// Switchyard's flow control: the [`FlowController`] driven as the server's dispatcher drives it
-/// (`flowcontrol::service`): a cycle on every arrival, scrape, completion and deadline; requests
-/// released but not yet visible in the scraped metrics count towards saturation (each as the
-/// detector's pending weight) until every endpoint has been scraped since; VTC charged the
-/// estimated input at dispatch, corrected by reported usage, and output tokens as reported.
+/// (`flowcontrol::service`), with the same [`Transit`] accounting and the same [`Charge`]
+/// bookkeeping: a cycle on every arrival, scrape, first token, completion and deadline; VTC
+/// charged the estimated input at dispatch, corrected by reported usage, and output tokens as
+/// reported.
 #[derive(Debug)]
 pub struct FlowControlAdmission {
     label: &'static str,
     ctl: FlowController,
     queued: HashMap<ItemId, Pending>,
-    /// Released requests the detector cannot see yet, with their release time.
-    transit: BTreeMap<usize, Timestamp>,
-    charges: HashMap<usize, Charge>,
+    transit: Transit,
+    /// Dispatched requests (by trace index): their controller id and charge.
+    charges: HashMap<usize, (ItemId, Charge)>,
     evicted: VecDeque<(usize, u16, String)>,
 }
 
@@ -158,7 +147,7 @@ impl FlowControlAdmission {
             label,
             ctl: FlowController::new(cfg),
             queued: HashMap::new(),
-            transit: BTreeMap::new(),
+            transit: Transit::default(),
             charges: HashMap::new(),
             evicted: VecDeque::new(),
         }
@@ -168,16 +157,11 @@ impl FlowControlAdmission {
     pub fn controller(&self) -> &FlowController {
         &self.ctl
     }
+}
 
-    fn correct_input(&mut self, id: usize, target: f64) {
-        let Some(c) = self.charges.get_mut(&id) else {
-            return;
-        };
-        let delta = target - c.input;
-        if delta != 0.0 {
-            self.ctl.charge(c.priority, &c.tenant, delta, 0);
-            c.input = target;
-        }
+fn apply(ctl: &mut FlowController, c: &Charge, input: f64, output: u64) {
+    if input != 0.0 || output > 0 {
+        ctl.charge(c.priority, &c.tenant, input, output);
     }
 }
 
@@ -217,40 +201,21 @@ impl Admission for FlowControlAdmission {
         if let Some((id, status, msg)) = self.evicted.pop_front() {
             return Poll::Evict(id, status, msg);
         }
-        if !pool.detector.visible_when_picked() && !self.transit.is_empty() {
-            let seen = pool
-                .snapshot
-                .endpoints()
-                .iter()
-                .map(|e| e.metrics.updated_at.unwrap_or(Timestamp::ZERO))
-                .min()
-                .unwrap_or(Timestamp::ZERO);
-            self.transit.retain(|_, at| *at >= seen);
-        }
         if self.ctl.is_empty() {
             return Poll::Idle;
         }
-        let all: Vec<usize> = (0..pool.snapshot.len()).collect();
-        let per_pending = pool.detector.pending_weight(pool.snapshot, &all);
-        let saturation = pool.saturation() + self.transit.len() as f64 * per_pending;
+        let (saturation, _) = self
+            .transit
+            .saturation(pool.detector, pool.snapshot, pool.now);
         match self.ctl.dispatch(saturation) {
             Some(r) => {
                 let p = self
                     .queued
                     .remove(&r.id)
                     .expect("released items were queued here");
-                self.transit.insert(p.id, pool.now);
-                self.charges.insert(
-                    p.id,
-                    Charge {
-                        priority: r.priority,
-                        tenant: r.fairness_id.to_string(),
-                        uncached_only: self.ctl.charges_uncached_only(r.priority),
-                        input: r.charged_input_tokens as f64,
-                        output: 0,
-                        prefix_hit: None,
-                    },
-                );
+                self.transit.record(r.id, pool.now);
+                let charge = Charge::new(&r, self.ctl.charges_uncached_only(r.priority));
+                self.charges.insert(p.id, (r.id, charge));
                 Poll::Dispatch(p)
             }
             None => self.ctl.next_deadline().map_or(Poll::Idle, Poll::WakeAt),
@@ -258,47 +223,31 @@ impl Admission for FlowControlAdmission {
     }
 
     fn on_picked(&mut self, id: usize, prefix_hit: Option<f64>) {
-        let Some(c) = self.charges.get_mut(&id) else {
+        let Some((_, c)) = self.charges.get_mut(&id) else {
             return;
         };
-        c.prefix_hit = prefix_hit;
-        if c.uncached_only
-            && let Some(hit) = prefix_hit
-        {
-            let target = c.input * (1.0 - hit.clamp(0.0, 1.0));
-            self.correct_input(id, target);
-        }
+        let input = c.picked(prefix_hit);
+        apply(&mut self.ctl, c, input, 0);
     }
 
     fn on_usage(&mut self, id: usize, u: Usage) {
-        let Some(c) = self.charges.get(&id) else {
+        let Some((_, c)) = self.charges.get_mut(&id) else {
             return;
         };
-        if u.prompt_tokens > 0 {
-            let target = if !c.uncached_only {
-                u.prompt_tokens as f64
-            } else if u.cached_tokens > 0 {
-                u.prompt_tokens.saturating_sub(u.cached_tokens) as f64
-            } else {
-                u.prompt_tokens as f64 * (1.0 - c.prefix_hit.unwrap_or(0.0).clamp(0.0, 1.0))
-            };
-            self.correct_input(id, target);
-        }
-        let c = self.charges.get_mut(&id).expect("checked above");
-        if u.completion_tokens > c.output {
-            let new = u.completion_tokens - c.output;
-            self.ctl.charge(c.priority, &c.tenant, 0.0, new);
-            c.output = u.completion_tokens;
-        }
+        let (input, output) = c.usage(u);
+        apply(&mut self.ctl, c, input, output);
     }
 
     fn on_first_token(&mut self, id: usize) {
-        self.transit.remove(&id);
+        if let Some((item, _)) = self.charges.get(&id) {
+            self.transit.remove(*item);
+        }
     }
 
     fn on_complete(&mut self, id: usize) {
-        self.transit.remove(&id);
-        self.charges.remove(&id);
+        if let Some((item, _)) = self.charges.remove(&id) {
+            self.transit.remove(item);
+        }
     }
 
     fn queued(&self) -> usize {
