@@ -9,11 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use parking_lot::Mutex;
-use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::child::LogTail;
 use crate::engine::EngineConfig;
 use crate::exposition::Personality;
 use crate::live_compare::{self, Contender, LiveOptions};
@@ -100,7 +99,7 @@ pub struct Switchyard {
     pub grpc: SocketAddr,
     pub health: SocketAddr,
     pub metrics: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: LogTail,
 }
 
 impl Switchyard {
@@ -143,12 +142,11 @@ impl Switchyard {
             .with_context(|| format!("starting {}", bin.display()))?;
         let stderr = child.stderr.take().expect("piped");
         let mut lines = BufReader::new(stderr).lines();
-        let log = Arc::new(Mutex::new(String::new()));
-        let log2 = log.clone();
+        let log = LogTail::default();
         let addrs = tokio::time::timeout(Duration::from_secs(20), async {
             let (mut grpc, mut health, mut metrics) = (None, None, None);
             while let Some(line) = lines.next_line().await? {
-                log2.lock().push_str(&format!("{line}\n"));
+                log.push(&line);
                 let addr = |rest: &str| rest.parse::<SocketAddr>();
                 if let Some(a) = line.strip_prefix("switchyard: ext_proc listening on ") {
                     grpc = Some(addr(a)?);
@@ -168,17 +166,8 @@ impl Switchyard {
         })
         .await
         .context("waiting for switchyard to listen")??;
-        // Keep draining its log (the last 64 KiB) so it never blocks on a full pipe.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut l = log2.lock();
-                if l.len() > 64 * 1024 {
-                    l.clear();
-                }
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        // Keep draining its log so it never blocks on a full pipe.
+        log.drain_lines(lines);
         Ok(Switchyard {
             child,
             grpc: addrs.0,
@@ -194,7 +183,7 @@ impl Switchyard {
 
     /// Its stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().clone()
+        self.log.text()
     }
 
     /// The Prometheus page of its metrics port.
@@ -210,18 +199,7 @@ impl Switchyard {
     }
 
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        crate::child::terminate(&mut self.child).await;
     }
 }
 

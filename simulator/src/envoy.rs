@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::child::LogTail;
 
 /// The shipped gateway configuration.
 pub const MANIFEST: &str = include_str!("../../manifests/envoy/envoy.yaml");
@@ -251,28 +250,8 @@ pub struct Envoy {
     pub listener: SocketAddr,
     pub admin: SocketAddr,
     dir: PathBuf,
-    log: Arc<Mutex<String>>,
+    log: LogTail,
     http: reqwest::Client,
-}
-
-/// Keeps the end of a child's log for error messages, bounded.
-fn drain_log<R>(reader: R, log: Arc<Mutex<String>>)
-where
-    R: tokio::io::AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut l = log.lock();
-            if l.len() > 64 * 1024 {
-                let cut = l.len() - 32 * 1024;
-                let cut = (cut..l.len()).find(|i| l.is_char_boundary(*i)).unwrap_or(0);
-                l.replace_range(..cut, "…\n");
-            }
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
 }
 
 fn scratch_dir() -> PathBuf {
@@ -315,8 +294,8 @@ impl Envoy {
             .kill_on_drop(true)
             .spawn()
             .map_err(io(&format!("starting {}", bin.display())))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        drain_log(child.stderr.take().expect("piped"), log.clone());
+        let log = LogTail::default();
+        log.drain(child.stderr.take().expect("piped"));
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -427,23 +406,12 @@ impl Envoy {
 
     /// Envoy's stderr so far (its last 32–64 KiB).
     pub fn log(&self) -> String {
-        self.log.lock().clone()
+        self.log.text()
     }
 
     /// Stops Envoy (SIGTERM, then SIGKILL after 5 s).
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        crate::child::terminate(&mut self.child).await;
     }
 }
 

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baselines;
+pub mod child;
 pub mod demo;
 pub mod des;
 pub mod engine;

@@ -8,12 +8,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::child::LogTail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerKind {
@@ -106,7 +106,7 @@ pub struct PeerRouter {
     pub kind: PeerKind,
     child: Child,
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: LogTail,
 }
 
 impl PeerRouter {
@@ -146,32 +146,12 @@ impl PeerRouter {
         let mut child = cmd
             .spawn()
             .map_err(io(format!("starting {}", bin.display())))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        for r in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(r).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut l = log.lock();
-                    if l.len() > 64 * 1024 {
-                        l.clear();
-                    }
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
+        let log = LogTail::default();
+        if let Some(out) = child.stdout.take() {
+            log.drain(out);
+        }
+        if let Some(err) = child.stderr.take() {
+            log.drain(err);
         }
         let mut peer = PeerRouter {
             kind,
@@ -240,22 +220,11 @@ impl PeerRouter {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().clone()
+        self.log.text()
     }
 
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        crate::child::terminate(&mut self.child).await;
     }
 }
 
