@@ -486,11 +486,7 @@ impl StreamState {
 
         let targets = result.targets();
         if let Some(a) = &mut self.admission {
-            let hit = state
-                .prefix_match(targets[0].index)
-                .filter(|&(_, total)| total > 0)
-                .map(|(matched, total)| f64::from(matched) / f64::from(total));
-            a.picked(hit);
+            a.picked(state.prefix_hit_ratio(targets[0].index));
         }
         let primary = &snapshot.get(targets[0].index).endpoint;
         d.metrics

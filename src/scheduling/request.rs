@@ -106,6 +106,14 @@ impl CycleState {
         })
     }
 
+    /// The share of the request's prefix blocks the endpoint at `index` holds, when a producer
+    /// ran and the prompt has blocks.
+    pub fn prefix_hit_ratio(&self, index: usize) -> Option<f64> {
+        self.prefix_match(index)
+            .filter(|&(_, total)| total > 0)
+            .map(|(matched, total)| f64::from(matched) / f64::from(total))
+    }
+
     pub fn inflight_load(&self, index: usize) -> EndpointLoad {
         self.inflight
             .as_ref()

@@ -130,23 +130,11 @@ impl Router for SwitchyardRouter {
         pool: &PoolView<'_>,
         rng: &mut SchedulerRng,
     ) -> Result<Routed, RouteError> {
-        let request = req.request;
-        let snapshot = pool.snapshot;
-        let candidates = snapshot.candidates(request.subset.as_deref());
-        if candidates.is_empty() {
-            return Err(DecisionError::NoCandidates.into());
-        }
-        let s = &self.scheduler;
-        let state = s.prepare(request, snapshot, &candidates, pool.now);
-        let result = s
-            .schedule(request, snapshot, &candidates, &state, pool.now, rng)
-            .map_err(DecisionError::from)?;
-        s.pre_request(request, snapshot, &state, &result, pool.now);
-        let pod = result.targets()[0].index;
-        let prefix_hit = state
-            .prefix_match(pod)
-            .filter(|&(_, total)| total > 0)
-            .map(|(matched, total)| f64::from(matched) / f64::from(total));
+        let d = self
+            .scheduler
+            .decide(req.request, pool.snapshot, pool.now, rng)?;
+        let pod = d.result.targets()[0].index;
+        let prefix_hit = d.state.prefix_hit_ratio(pod);
         Ok(Routed { pod, prefix_hit })
     }
 
