@@ -270,3 +270,177 @@ async fn shutdown_answers_queued_requests_with_503() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_concurrency_detector_sheds_by_requests_in_flight() {
+    let h = start(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: concurrency-detector
+  parameters: {maxConcurrency: 1}
+saturationDetector: {pluginRef: concurrency-detector}
+",
+    )
+    .await;
+    h.set_pods(&[(0, 0.1)]);
+    // One request in flight fills the pod's capacity of 1.
+    let mut first = send(&h, &headers("acme", None), &completion("one")).await;
+    let _ = first.recv_n(2).await;
+    let mut shed = send(&h, &headers("acme", Some("low")), &completion("two")).await;
+    let r = tokio::time::timeout(TIMEOUT, shed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        immediate(&r),
+        (
+            429,
+            "inference error: ResourceExhausted - system saturated, sheddable request dropped"
+                .to_string()
+        )
+    );
+    // Priority ≥ 0 is never shed.
+    let mut kept = send(&h, &headers("acme", None), &completion("three")).await;
+    let r = tokio::time::timeout(TIMEOUT, kept.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(header(&set_headers(&r), "x-gateway-destination-endpoint").is_some());
+    let _ = kept.recv().await;
+    // Both finish: capacity is free again and the sheddable request passes.
+    for s in [&mut first, &mut kept] {
+        s.send(response_headers_msg(&[(":status", "200")], false))
+            .await;
+        s.send(response_body_msg(
+            br#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            true,
+        ))
+        .await;
+        let _ = s.recv_n(2).await;
+    }
+    let mut again = send(&h, &headers("acme", Some("low")), &completion("four")).await;
+    let r = tokio::time::timeout(TIMEOUT, again.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        header(&set_headers(&r), "x-gateway-destination-endpoint").is_some(),
+        "{r:?}"
+    );
+    drop((first, shed, kept, again));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn priority_bands_and_the_usage_limit_from_the_config() {
+    let h = start(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: round-robin-fairness-policy
+- type: static-usage-limit-policy
+  name: half
+  parameters: {threshold: 0.5}
+flowControl:
+  priorityBands:
+  - {priority: 10, maxRequests: 1, fairnessPolicyRef: round-robin-fairness-policy}
+  usageLimitPolicyPluginRef: half
+",
+    )
+    .await;
+    // Queue 2 of 5: saturation 0.4, under the 0.5 ceiling.
+    h.set_pods(&[(2, 0.1)]);
+    let mut s = send(&h, &headers("acme", Some("high")), &completion("a")).await;
+    let r = tokio::time::timeout(TIMEOUT, s.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(header(&set_headers(&r), "x-gateway-destination-endpoint").is_some());
+    // Queue 3 of 5: 0.6, over the ceiling although under 1.0: requests wait.
+    h.set_pods(&[(3, 0.1)]);
+    let fc = h.flow_control.clone().unwrap();
+    let mut held = send(&h, &headers("acme", Some("high")), &completion("b")).await;
+    wait_until(|| fc.queued() == 1).await;
+    // The band holds one request at most.
+    let mut over = send(&h, &headers("other", Some("high")), &completion("c")).await;
+    let r = tokio::time::timeout(TIMEOUT, over.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        immediate(&r),
+        (
+            429,
+            "inference error: ResourceExhausted - request rejected by flow control: queue at capacity (priority band 10 maxRequests 1 reached)".to_string()
+        )
+    );
+    // Another priority gets a band of its own from the default template.
+    let _other = send(&h, &headers("acme", None), &completion("d")).await;
+    wait_until(|| fc.queued() == 2).await;
+    h.set_pods(&[(0, 0.1)]);
+    let r = tokio::time::timeout(TIMEOUT, held.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(header(&set_headers(&r), "x-gateway-destination-endpoint").is_some());
+    drop((s, held, over, _other));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn vtc_charges_streamed_usage_as_it_arrives_and_only_uncached_input() {
+    let h = start(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- type: vtc-fairness-policy
+  name: vtc
+  parameters: {chargeUncachedInputOnly: true}
+flowControl:
+  defaultPriorityBand: {fairnessPolicyRef: vtc}
+",
+    )
+    .await;
+    h.set_pods(&[(0, 0.1)]);
+    let counter = |h: &Harness| {
+        let m = h.metrics_text();
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"switchyard_flow_control_tenant_virtual_counter{fairness_id="acme",priority="0"} "#,
+                )
+                .map(|v| v.parse::<f64>().unwrap())
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let mut s = send(&h, &headers("acme", None), &completion("0123456789abcdef")).await;
+    let _ = s.recv_n(2).await;
+    s.send(response_headers_msg(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        false,
+    ))
+    .await;
+    // Continuous usage: 100 prompt tokens of which 80 cached, 1 token so far.
+    s.send(response_body_msg(
+        b"data: {\"choices\":[{\"text\":\"a\"}],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":80}}}\n\n",
+        false,
+    ))
+    .await;
+    let _ = s.recv().await;
+    wait_until(|| counter(&h) == 20.0 + 2.0).await;
+    s.send(response_body_msg(
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":80}}}\n\ndata: [DONE]\n\n",
+        true,
+    ))
+    .await;
+    let _ = s.recv().await;
+    wait_until(|| counter(&h) == 20.0 + 10.0).await;
+    drop(s);
+    h.stop().await;
+}
