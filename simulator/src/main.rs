@@ -677,8 +677,16 @@ async fn run(cli: Cli) -> Result<()> {
             );
             println!("  endpoints: {}", list.join(","));
             println!("  metrics:   http://<endpoint>{}", p.metrics_path());
+            // vLLM is Switchyard's default engine; others need the engine (and path) named.
+            let config = match p {
+                Personality::Vllm => String::new(),
+                _ => format!(
+                    " --config-text '{}'",
+                    engine_config_text(p.name(), p.metrics_path())
+                ),
+            };
             println!(
-                "  switchyard --static-endpoints {} --secure-serving=false",
+                "  switchyard --static-endpoints {} --secure-serving=false{config}",
                 list.join(",")
             );
             tokio::signal::ctrl_c().await?;
@@ -754,4 +762,23 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// GIE's default profile with the data layer set to scrape `engine` pods at `path`.
+fn engine_config_text(engine: &str, path: &str) -> String {
+    format!(
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1\n\
+         kind: EndpointPickerConfig\n\
+         plugins:\n\
+         - {{type: queue-scorer}}\n\
+         - {{type: kv-cache-utilization-scorer}}\n\
+         - {{type: prefix-cache-scorer}}\n\
+         - {{type: metrics-data-source, parameters: {{path: {path}}}}}\n\
+         - {{type: core-metrics-extractor, parameters: {{defaultEngine: {engine}}}}}\n\
+         schedulingProfiles:\n\
+         - name: default\n  \
+           plugins: [{{pluginRef: queue-scorer, weight: 2}}, {{pluginRef: kv-cache-utilization-scorer, weight: 2}}, {{pluginRef: prefix-cache-scorer, weight: 3}}]\n\
+         dataLayer:\n  \
+           sources: [{{pluginRef: metrics-data-source, extractors: [{{pluginRef: core-metrics-extractor}}]}}]\n"
+    )
 }
