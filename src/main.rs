@@ -87,6 +87,10 @@ struct Cli {
     /// Ignore the gateway's subset hint.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     disable_endpoint_subset_filter: bool,
+    /// Send the top endpoints' total scores with each pick (header and envoy.lb metadata
+    /// x-gateway-destination-endpoint-scores).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    emit_endpoint_scores: bool,
     /// InferencePool name (Kubernetes discovery).
     #[arg(long, default_value = "")]
     pool_name: String,
@@ -382,6 +386,7 @@ fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot)
         model_server_metrics_insecure_skip_verify: cli
             .model_server_metrics_https_insecure_skip_verify,
         model_server_metrics_port: metrics_port.filter(|_| one_port),
+        emit_endpoint_scores: cli.emit_endpoint_scores,
     }
 }
 

@@ -490,6 +490,13 @@ impl StreamState {
             _ => body,
         };
         let mut set = vec![set_header(DESTINATION_ENDPOINT, &dest)];
+        let scores = &result.primary_result().scores;
+        if rt.extproc.emit_endpoint_scores {
+            set.push(set_header(
+                ENDPOINT_SCORES,
+                &endpoint_scores_header(&snapshot, scores),
+            ));
+        }
         if !out_body.is_empty() {
             set.push(set_header("Content-Length", &out_body.len().to_string()));
         }
@@ -502,7 +509,11 @@ impl StreamState {
             },
             true,
         )];
-        responses[0].dynamic_metadata = Some(destination_metadata(&dest));
+        let mut metadata = destination_metadata(&dest);
+        if rt.extproc.emit_endpoint_scores {
+            add_endpoint_scores(&mut metadata, &snapshot, scores);
+        }
+        responses[0].dynamic_metadata = Some(metadata);
         body_responses(&out_body, true, true, &mut responses);
 
         if !incoming.is_empty() {
