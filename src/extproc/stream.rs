@@ -730,7 +730,7 @@ impl StreamState {
 
 /// The gateway's answer to an admission refusal: 429 when the pool is overloaded, 503 when the
 /// request could not be served in time.
-fn refusal(r: &Refusal) -> InferenceError {
+pub(crate) fn refusal(r: &Refusal) -> InferenceError {
     let code = if r.status() == 429 {
         Code::ResourceExhausted
     } else {
@@ -741,6 +741,6 @@ fn refusal(r: &Refusal) -> InferenceError {
 
 /// Input tokens flow control charges at dispatch, before the engine reports the real count:
 /// the prompt at 4 characters per token, as the prefix hashing assumes.
-fn estimate_input_tokens(request: &Request) -> u64 {
+pub(crate) fn estimate_input_tokens(request: &Request) -> u64 {
     (request.prompt.len() as u64).div_ceil(4).max(1)
 }

@@ -134,8 +134,10 @@ impl Scheduler {
                 if i >= self.profiles.len() || outcomes[i].is_some() {
                     continue;
                 }
-                obs.profile_started(i, &self.profiles[i]);
-                outcomes[i] = Some(self.profiles[i].run_observed(&ctx, candidates, rng, obs));
+                obs.profile_started(i, &self.profiles[i], candidates);
+                let outcome = self.profiles[i].run_observed(&ctx, candidates, rng, obs);
+                obs.profile_done(&outcome);
+                outcomes[i] = Some(outcome);
                 ran_any = true;
             }
             // A handler that names no new profile ends the cycle; this also guards against one

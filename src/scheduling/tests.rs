@@ -334,6 +334,11 @@ fn an_observed_run_picks_what_a_plain_one_does_and_records_each_step() {
         assert_eq!(plain, observed, "seed {seed}");
         let t = trace.profile(0).expect("the profile ran");
         assert_eq!(t.name, "default");
+        assert_eq!(t.candidates, all);
+        assert_eq!(
+            t.outcome.as_ref(),
+            Some(&Ok(observed.primary_result().clone()))
+        );
         // The utilization filter drops ep-1 (queue 9 ≥ 5) and ep-2 (KV 0.9 ≥ 0.8).
         let f = &t.filters[0];
         assert_eq!(f.kept, vec![0, 3]);

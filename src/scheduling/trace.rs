@@ -2,13 +2,22 @@
 //! kept and why, and what each scorer gave every candidate. The request path runs the same
 //! profile code with [`NoTrace`], whose empty hooks compile away, so tracing costs it nothing.
 
-use super::plugin::{FilterCheck, SchedulingContext};
+use super::error::SchedulingError;
+use super::plugin::{FilterCheck, ProfileResult, SchedulingContext};
 use super::profile::{NamedFilter, SchedulerProfile, WeightedScorer};
 
 /// Hooks a profile run calls as it goes. Every method has an empty default.
 pub trait ProfileObserver {
-    /// Profile `index` of the scheduler is about to run.
-    fn profile_started(&mut self, _index: usize, _profile: &SchedulerProfile) {}
+    /// Profile `index` of the scheduler is about to run on `candidates`.
+    fn profile_started(
+        &mut self,
+        _index: usize,
+        _profile: &SchedulerProfile,
+        _candidates: &[usize],
+    ) {
+    }
+    /// The profile finished with `outcome`.
+    fn profile_done(&mut self, _outcome: &Result<ProfileResult, SchedulingError>) {}
     /// A filter is about to narrow `candidates`.
     fn filter_started(&mut self, _filter: &NamedFilter, _candidates: &[usize]) {}
     /// The filter left `kept`.
@@ -75,8 +84,12 @@ pub struct ProfileTrace {
     /// The profile's position in the scheduler.
     pub index: usize,
     pub name: String,
+    /// What the profile was given.
+    pub candidates: Vec<usize>,
     pub filters: Vec<FilterStep>,
     pub scorers: Vec<ScoreStep>,
+    /// Its result (targets and every total) or why it failed.
+    pub outcome: Option<Result<ProfileResult, SchedulingError>>,
 }
 
 /// A recording observer: every profile that ran, in the order it ran.
@@ -104,13 +117,19 @@ impl Trace {
 }
 
 impl ProfileObserver for Trace {
-    fn profile_started(&mut self, index: usize, profile: &SchedulerProfile) {
+    fn profile_started(&mut self, index: usize, profile: &SchedulerProfile, candidates: &[usize]) {
         self.profiles.push(ProfileTrace {
             index,
             name: profile.name.clone(),
+            candidates: candidates.to_vec(),
             filters: Vec::new(),
             scorers: Vec::new(),
+            outcome: None,
         });
+    }
+
+    fn profile_done(&mut self, outcome: &Result<ProfileResult, SchedulingError>) {
+        self.current().outcome = Some(outcome.clone());
     }
 
     fn filter_started(&mut self, _: &NamedFilter, candidates: &[usize]) {
