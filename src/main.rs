@@ -20,6 +20,19 @@ fn duration(s: &str) -> Result<Duration, String> {
     switchyard::decode::parse_go_duration(s)
 }
 
+/// `--admin-port`: a port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AdminPort(Option<u16>);
+
+fn admin_port(s: &str) -> Result<AdminPort, String> {
+    if s == "off" {
+        return Ok(AdminPort(None));
+    }
+    s.parse::<u16>()
+        .map(|p| AdminPort(Some(p)))
+        .map_err(|_| format!("expected a port number or \"off\", got {s:?}"))
+}
+
 fn byte_size(s: &str) -> Result<usize, String> {
     switchyard::decode::parse_quantity(s)
         .and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
@@ -55,6 +68,13 @@ struct Cli {
     /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
     #[arg(long, default_value = "64Mi", value_parser = byte_size)]
     max_request_body_bytes: usize,
+    /// Port of the admin API (Explain, GetState, WatchState: `switchyard explain`, `switchyard
+    /// state`), or "off".
+    #[arg(long, default_value = "9004", value_parser = admin_port)]
+    admin_port: AdminPort,
+    /// Address the admin API binds to. It has no authentication: loopback unless you say so.
+    #[arg(long, default_value = "127.0.0.1")]
+    admin_bind_address: IpAddr,
     /// How long open streams may finish after SIGTERM.
     #[arg(long, default_value = "30s", value_parser = duration)]
     shutdown_grace_period: Duration,
@@ -489,6 +509,25 @@ async fn run(cli: Cli) -> Result<()> {
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,
         metrics: bind(cli.bind_address, cli.metrics_port, "metrics").await?,
     };
+    let admin = match cli.admin_port.0 {
+        None => None,
+        Some(port) => {
+            if !cli.admin_bind_address.is_loopback() {
+                tracing::warn!(
+                    address = %cli.admin_bind_address,
+                    "the admin API has no authentication and is reachable beyond this host"
+                );
+            }
+            let l = bind(cli.admin_bind_address, port, "admin")
+                .await
+                .context("set --admin-port to a free port, or to off")?;
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(server::admin::serve(l, live.clone(), stopped)))
+        }
+    };
     let readiness = Readiness::following(sink.synced.subscribe());
     let options = ServeOptions {
         tls,
@@ -509,13 +548,25 @@ async fn run(cli: Cli) -> Result<()> {
         stop,
     )
     .await?;
+    if let Some(task) = admin
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "the admin API stopped with an error");
+    }
     live.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let (args, dropped) = normalise_args(std::env::args().collect());
+    let raw: Vec<String> = std::env::args().collect();
+    if raw
+        .get(1)
+        .is_some_and(|a| switchyard::admin::cli::SUBCOMMANDS.contains(&a.as_str()))
+    {
+        return switchyard::admin::cli::main(raw);
+    }
+    let (args, dropped) = normalise_args(raw);
     let cli = Cli::parse_from(args);
     init_logging(&cli);
     for d in dropped {
@@ -602,6 +653,11 @@ mod tests {
         assert_eq!(cli.metrics_staleness_threshold, Duration::from_secs(2));
         assert_eq!(cli.max_request_body_bytes, 64 << 20);
         assert_eq!(cli.pool_group, "inference.networking.k8s.io");
+        assert_eq!(cli.admin_port, AdminPort(Some(9004)));
+        assert!(cli.admin_bind_address.is_loopback());
+        let cli = Cli::parse_from(["switchyard", "--admin-port", "off"]);
+        assert_eq!(cli.admin_port, AdminPort(None));
+        assert!(Cli::try_parse_from(["switchyard", "--admin-port", "no"]).is_err());
         assert_eq!(cli.verbosity, 2);
     }
 }

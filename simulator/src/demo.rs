@@ -122,6 +122,9 @@ impl Switchyard {
         if !args.iter().any(|a| a.starts_with("--grpc-port")) {
             fixed.extend(["--grpc-port", "0"]);
         }
+        if !args.iter().any(|a| a.starts_with("--admin-port")) {
+            fixed.extend(["--admin-port", "0"]);
+        }
         fixed.extend([
             "--grpc-health-port",
             "0",

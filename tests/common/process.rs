@@ -16,11 +16,16 @@ pub struct Proc {
     pub grpc: SocketAddr,
     pub health: SocketAddr,
     pub metrics: SocketAddr,
+    /// The admin API (`--admin-port 0` unless the test passes `--admin-port`).
+    pub admin: Option<SocketAddr>,
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
+        let admin_given = args.iter().any(|a| a.starts_with("--admin-port"));
+        let admin_off = args.windows(2).any(|w| w == ["--admin-port", "off"])
+            || args.contains(&"--admin-port=off");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
                 "--bind-address",
@@ -34,6 +39,11 @@ impl Proc {
                 "--shutdown-grace-period",
                 "2s",
             ])
+            .args(if admin_given {
+                &[][..]
+            } else {
+                &["--admin-port", "0"][..]
+            })
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -52,9 +62,13 @@ impl Proc {
                 log2.lock().unwrap().push('\n');
             }
         });
-        let (mut grpc, mut health, mut metrics) = (None, None, None);
+        let (mut grpc, mut health, mut metrics, mut admin) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while grpc.is_none() || health.is_none() || metrics.is_none() {
+        while grpc.is_none()
+            || health.is_none()
+            || metrics.is_none()
+            || (admin.is_none() && !admin_off)
+        {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("switchyard did not start: {}", log.lock().unwrap()));
@@ -71,6 +85,8 @@ impl Proc {
                 health = Some(addr());
             } else if line.starts_with("metrics listening on") {
                 metrics = Some(addr());
+            } else if line.starts_with("admin listening on") {
+                admin = Some(addr());
             }
         }
         Proc {
@@ -78,6 +94,7 @@ impl Proc {
             grpc: grpc.unwrap(),
             health: health.unwrap(),
             metrics: metrics.unwrap(),
+            admin,
             stderr: log,
         }
     }
