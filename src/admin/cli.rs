@@ -36,7 +36,7 @@ enum Command {
     /// Why a request would go where it goes: each filter's verdict, each scorer's raw and
     /// weighted score, the pick and the flow-control decision. With --config-file, the same
     /// request against an alternative configuration, side by side. Changes no state.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Endpoints, metrics and their age, scrape health, the configuration in force, the prefix
     /// index, flow-control queues and VTC counters.
     State(StateArgs),
@@ -147,7 +147,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
 
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Explain(a) => explain(a).await,
+        Command::Explain(a) => explain(*a).await,
         Command::State(a) => state(a).await,
     }
 }
@@ -309,7 +309,7 @@ mod tests {
         let mut v = vec!["switchyard", "explain"];
         v.extend_from_slice(extra);
         match Cli::parse_from(v).command {
-            Command::Explain(a) => a,
+            Command::Explain(a) => *a,
             Command::State(_) => unreachable!(),
         }
     }
