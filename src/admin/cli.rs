@@ -120,6 +120,19 @@ pub enum CliError {
     Rpc(#[from] tonic::Status),
     #[error("rendering JSON: {0}")]
     Json(String),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+}
+
+/// Writes `text` to stdout. False when the reader went away (`| head`): stop quietly.
+fn emit(text: &str) -> Result<bool, CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::Output(e)),
+    }
 }
 
 /// Runs the subcommand `args` names (`args[0]` is the program, `args[1]` the subcommand) and
@@ -227,14 +240,12 @@ async fn explain(a: ExplainArgs) -> Result<(), CliError> {
     let req = explain_request(&a)?;
     let mut client = connect(&a.admin_addr).await?;
     let resp = client.explain(req).await?.into_inner();
-    if a.json {
-        println!(
-            "{}",
-            to_json(&resp, "switchyard.admin.v1.ExplainResponse", true)?
-        );
+    let text = if a.json {
+        to_json(&resp, "switchyard.admin.v1.ExplainResponse", true)? + "\n"
     } else {
-        print!("{}", render::explain_text(&resp));
-    }
+        render::explain_text(&resp)
+    };
+    emit(&text)?;
     Ok(())
 }
 
@@ -247,11 +258,12 @@ async fn state(a: StateArgs) -> Result<(), CliError> {
             })
             .await?
             .into_inner();
-        if a.json {
-            println!("{}", to_json(&s, "switchyard.admin.v1.State", true)?);
+        let text = if a.json {
+            to_json(&s, "switchyard.admin.v1.State", true)? + "\n"
         } else {
-            print!("{}", render::state_text(&s));
-        }
+            render::state_text(&s)
+        };
+        emit(&text)?;
         return Ok(());
     }
     let mut stream = client
@@ -264,11 +276,17 @@ async fn state(a: StateArgs) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     while let Some(s) = stream.next().await {
         let s = s?;
-        if a.json {
-            println!("{}", to_json(&s, "switchyard.admin.v1.State", false)?);
+        let text = if a.json {
+            to_json(&s, "switchyard.admin.v1.State", false)? + "\n"
         } else {
-            println!("--- {:.1}s", started.elapsed().as_secs_f64());
-            print!("{}", render::state_text(&s));
+            format!(
+                "--- {:.1}s\n{}",
+                started.elapsed().as_secs_f64(),
+                render::state_text(&s)
+            )
+        };
+        if !emit(&text)? {
+            break;
         }
     }
     Ok(())

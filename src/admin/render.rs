@@ -76,7 +76,7 @@ fn num(x: f64) -> String {
 fn age(ms: Option<u64>) -> String {
     match ms {
         None => "never".into(),
-        Some(ms) if ms < 10_000 => format!("{ms}ms"),
+        Some(ms) if ms < 1_000 => format!("{ms}ms"),
         Some(ms) if ms < 600_000 => format!("{:.1}s", ms as f64 / 1000.0),
         Some(ms) => format!("{}m", ms / 60_000),
     }
@@ -372,6 +372,7 @@ pub fn state_text(s: &State) -> String {
                 age(Some(ago))
             );
             for e in &f.errors {
+                let e = e.replace('\n', "\n                ");
                 let _ = writeln!(out, "              - {e}");
             }
         }
@@ -501,6 +502,7 @@ mod tests {
     fn ages_read_naturally() {
         assert_eq!(age(None), "never");
         assert_eq!(age(Some(35)), "35ms");
+        assert_eq!(age(Some(1_995)), "2.0s");
         assert_eq!(age(Some(12_345)), "12.3s");
         assert_eq!(age(Some(3_600_000)), "60m");
     }

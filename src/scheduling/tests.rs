@@ -345,7 +345,10 @@ fn an_observed_run_picks_what_a_plain_one_does_and_records_each_step() {
         assert!(f.any_passed());
         let (_, c1) = &f.checked[1];
         assert!(!c1.passes);
-        assert!(c1.detail.starts_with("queue 9 ≥ 5"), "{}", c1.detail);
+        assert_eq!(
+            c1.detail,
+            "queue 9 ≥ 5, KV 0.10 < 0.80, metrics 10ms old ≤ 200ms"
+        );
         let (_, c3) = &f.checked[3];
         assert!(c3.passes, "{}", c3.detail);
         // Raw scores as given, contributions clamped and weighted, summing to the totals.

@@ -308,8 +308,8 @@ impl Filter for UtilizationFilter {
                     "≤"
                 };
                 format!(
-                    "metrics {} old {op} {}",
-                    format_duration(a),
+                    "metrics {}ms old {op} {}",
+                    a.as_millis(),
                     format_duration(self.metrics_staleness_threshold)
                 )
             }
