@@ -49,6 +49,10 @@ pub struct Flags {
     pub model_server_metrics_insecure_skip_verify: Option<bool>,
     /// `--model-server-metrics-port`, when it applies (every endpoint serves on one port).
     pub model_server_metrics_port: Option<u16>,
+    /// Client-chosen label values (model names, fairness ids) kept per bound.
+    pub max_label_values: usize,
+    /// A tenant's VTC state is collected after it was idle this long.
+    pub fairness_idle_timeout: Duration,
 }
 
 impl Default for Flags {
@@ -66,6 +70,8 @@ impl Default for Flags {
             model_server_metrics_path: None,
             model_server_metrics_insecure_skip_verify: None,
             model_server_metrics_port: None,
+            max_label_values: crate::telemetry::DEFAULT_LABEL_VALUES,
+            fairness_idle_timeout: crate::flowcontrol::controller::DEFAULT_TENANT_IDLE_TIMEOUT,
         }
     }
 }
@@ -87,6 +93,11 @@ impl Flags {
             self.max_request_body_bytes > 0,
             "must be > 0",
         );
+        check(
+            "--max-label-values",
+            self.max_label_values > 0,
+            "must be > 0",
+        );
         for (flag, d) in [
             ("--refresh-metrics-interval", self.refresh_metrics_interval),
             (
@@ -97,6 +108,7 @@ impl Flags {
                 "--metrics-staleness-threshold",
                 self.metrics_staleness_threshold,
             ),
+            ("--fairness-idle-timeout", self.fairness_idle_timeout),
         ] {
             check(
                 flag,
@@ -217,8 +229,12 @@ impl Runtime {
                 .any(|p| matches!(p.spec, PluginSpec::DestinationEndpointServedVerifier(_))),
             pool_namespace: flags.pool_namespace.clone(),
         };
+        let flow_control_config = flow_control_config(&cfg).map(|c| ControllerConfig {
+            tenant_idle_timeout: flags.fairness_idle_timeout,
+            ..c
+        });
         Ok(Runtime {
-            flow_control_config: flow_control_config(&cfg),
+            flow_control_config,
             collector: collector_config(&cfg, flags),
             config: Arc::new(cfg),
             source,
@@ -264,6 +280,7 @@ pub fn flow_control_config(cfg: &EndpointPickerConfig) -> Option<ControllerConfi
             .filter_map(|b| Some((b.priority?, band(b))))
             .collect(),
         ceiling,
+        ..ControllerConfig::default()
     })
 }
 
