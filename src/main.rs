@@ -65,6 +65,14 @@ struct Cli {
     /// Also serve grpc.health.v1 on the ext_proc port.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     health_checking: bool,
+    /// Client-chosen label values (model names, fairness ids) kept per metric label; others
+    /// are counted under "other".
+    #[arg(long, default_value_t = switchyard::telemetry::DEFAULT_LABEL_VALUES)]
+    max_label_values: usize,
+    /// Flow control forgets a tenant's VTC state after it was idle this long (nothing queued or
+    /// streaming); when it returns it starts level with the backlogged tenants.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    fairness_idle_timeout: Duration,
     /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
     #[arg(long, default_value = "64Mi", value_parser = byte_size)]
     max_request_body_bytes: usize,
@@ -407,6 +415,8 @@ fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot)
             .model_server_metrics_https_insecure_skip_verify,
         model_server_metrics_port: metrics_port.filter(|_| one_port),
         emit_endpoint_scores: cli.emit_endpoint_scores,
+        max_label_values: cli.max_label_values,
+        fairness_idle_timeout: cli.fairness_idle_timeout,
     }
 }
 

@@ -61,11 +61,28 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
     mut cond: impl FnMut() -> F,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until every pick in a row of ten goes to `want` (a single pick can land there by a
+/// tie before the pods are scraped).
+async fn picks_settle_on(what: &str, grpc: std::net::SocketAddr, want: String) {
+    eventually(what, || {
+        let want = want.clone();
+        async move {
+            for _ in 0..10 {
+                if pick(grpc).await != want {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
 }
 
 fn one_scorer(scorer: &str) -> String {
@@ -91,23 +108,21 @@ async fn a_configmap_swap_changes_the_picks_and_an_invalid_version_keeps_them() 
         "100ms",
     ]);
     let grpc = p.grpc;
-    let full_s = full.to_string();
-    eventually("the queue scorer to prefer the idle pod", || {
-        let want = full_s.clone();
-        async move { pick(grpc).await == want }
-    })
+    picks_settle_on(
+        "the queue scorer to prefer the idle pod",
+        grpc,
+        full.to_string(),
+    )
     .await;
 
     cm.publish(&one_scorer("kv-cache-utilization-scorer"));
     let queued_s = queued.to_string();
-    eventually("the reloaded KV scorer to prefer the empty cache", || {
-        let want = queued_s.clone();
-        async move { pick(grpc).await == want }
-    })
+    picks_settle_on(
+        "the reloaded KV scorer to prefer the empty cache",
+        grpc,
+        queued_s.clone(),
+    )
     .await;
-    for _ in 0..10 {
-        assert_eq!(pick(grpc).await, queued_s);
-    }
     let m = p.metrics_text().await;
     assert!(
         m.contains(r#"switchyard_config_reloads_total{result="success"} 1"#),
@@ -386,20 +401,15 @@ async fn sighup_re_reads_the_config_file_at_once() {
         "1h",
     ]);
     let grpc = p.grpc;
-    let full_s = full.to_string();
-    eventually("the queue scorer to prefer the idle pod", || {
-        let want = full_s.clone();
-        async move { pick(grpc).await == want }
-    })
+    picks_settle_on(
+        "the queue scorer to prefer the idle pod",
+        grpc,
+        full.to_string(),
+    )
     .await;
     cm.publish(&one_scorer("kv-cache-utilization-scorer"));
     p.signal("-HUP");
-    let queued_s = queued.to_string();
-    eventually("SIGHUP to load the new version", || {
-        let want = queued_s.clone();
-        async move { pick(grpc).await == want }
-    })
-    .await;
+    picks_settle_on("SIGHUP to load the new version", grpc, queued.to_string()).await;
     let (status, log) = p.terminate();
     assert!(status.success(), "{log}");
     assert!(log.contains("SIGHUP: re-reading"), "{log}");

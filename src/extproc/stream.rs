@@ -299,23 +299,28 @@ impl StreamState {
             Some(t) if !t.is_empty() && parsed.is_some() => t.to_string(),
             _ => incoming.clone(),
         };
+        let mut rewrite_name = None;
         if parsed.is_some()
             && let Some(dec) = d.datastore.rewrite(&incoming, &mut self.rng)
         {
+            rewrite_name = Some(dec.rewrite_name);
+            target = dec.target;
+        }
+        // Label values a client chose are bounded; models the rewrites name always pass.
+        let labels = d
+            .metrics
+            .bounds
+            .model_labels(&incoming, &target, |m| d.datastore.knows_model(m));
+        if let Some(name) = rewrite_name {
             d.metrics
                 .model_rewrite_decisions_total
                 .get_or_create(&crate::telemetry::RewriteLabels {
-                    model_rewrite_name: dec.rewrite_name,
-                    model_name: incoming.clone(),
-                    target_model: dec.target.clone(),
+                    model_rewrite_name: name,
+                    model_name: labels.model_name.clone(),
+                    target_model: labels.target_model_name.clone(),
                 })
                 .inc();
-            target = dec.target;
         }
-        let labels = ModelLabels {
-            model_name: incoming.clone(),
-            target_model_name: target.clone(),
-        };
         let priority = d
             .datastore
             .priority(first(&self.headers, &OBJECTIVE_HEADERS));
@@ -342,8 +347,8 @@ impl StreamState {
         d.metrics
             .request_total
             .get_or_create(&RequestLabels {
-                model_name: incoming.clone(),
-                target_model_name: target.clone(),
+                model_name: labels.model_name.clone(),
+                target_model_name: labels.target_model_name.clone(),
                 priority: priority.to_string(),
             })
             .inc();
@@ -386,7 +391,7 @@ impl StreamState {
             ttl: None,
         };
         self.queued_in = Some(fc.clone());
-        match fc.enqueue(item, &prepared.incoming, &prepared.target) {
+        match fc.enqueue(item, &prepared.labels) {
             Err(r) => Err((refusal(&r), Some(prepared.labels))),
             Ok(mut ticket) => match ticket.try_outcome() {
                 Some(outcome) => self.after_admission(prepared, outcome).map(Routing::Now),
@@ -451,7 +456,7 @@ impl StreamState {
                     .scheduler_attempts_total
                     .get_or_create(&crate::telemetry::AttemptLabels {
                         status: "failure".into(),
-                        target_model_name: target.clone(),
+                        target_model_name: labels.target_model_name.clone(),
                         pod_name: String::new(),
                         namespace: String::new(),
                         port: String::new(),
@@ -473,7 +478,7 @@ impl StreamState {
             .scheduler_attempts_total
             .get_or_create(&crate::telemetry::AttemptLabels {
                 status: "success".into(),
-                target_model_name: target.clone(),
+                target_model_name: labels.target_model_name.clone(),
                 pod_name: primary.name.clone(),
                 namespace: rt.extproc.pool_namespace.clone(),
                 port: primary.port.to_string(),
@@ -517,13 +522,17 @@ impl StreamState {
         body_responses(&out_body, true, true, &mut responses);
 
         if !incoming.is_empty() {
+            let model = d
+                .metrics
+                .bounds
+                .model(&incoming, |m| d.datastore.knows_model(m));
             d.metrics
                 .running_requests
                 .get_or_create(&RunningLabels {
-                    model_name: incoming.clone(),
+                    model_name: model.clone(),
                 })
                 .inc();
-            self.running_model = Some(incoming);
+            self.running_model = Some(model);
         }
         self.routed = Some(Routed {
             endpoint_name: primary.name.clone(),

@@ -14,7 +14,7 @@
 //! arrival, a scrape, a first token, a completion, a deadline it was told to wake at), the pick,
 //! usage as the response reports it, the first token and completion.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +156,10 @@ pub struct Gate {
     visible_when_picked: bool,
     next_id: ItemId,
     last_saturation: f64,
+    /// When idle tenants were last collected.
+    last_collection: Timestamp,
+    /// Tenants collected so far.
+    collected: u64,
 }
 
 impl Gate {
@@ -179,6 +183,8 @@ impl Gate {
             visible_when_picked,
             next_id: 1,
             last_saturation: 0.0,
+            last_collection: Timestamp::ZERO,
+            collected: 0,
         }
     }
 
@@ -261,6 +267,7 @@ impl Gate {
         if let Some(r) = self.unqueued.pop_front() {
             return self.released(r, pool.now);
         }
+        self.collect_idle(pool.now);
         let Some(ctl) = &mut self.ctl else {
             return Step::Idle;
         };
@@ -292,6 +299,23 @@ impl Gate {
             .is_some_and(|c| c.charges_uncached_only(r.priority));
         self.charges.insert(r.id, Charge::new(&r, uncached_only));
         Step::Dispatch(r)
+    }
+
+    /// Every half idle timeout, forgets the VTC state of tenants idle for the timeout.
+    fn collect_idle(&mut self, now: Timestamp) {
+        let Some(ctl) = &mut self.ctl else { return };
+        let every = ctl.config().tenant_idle_timeout / 2;
+        if now.saturating_since(self.last_collection) < every {
+            return;
+        }
+        self.last_collection = now;
+        let charging: HashSet<&str> = self.charges.values().map(|c| &*c.tenant).collect();
+        self.collected += ctl.collect_idle(now, &charging) as u64;
+    }
+
+    /// Tenants whose idle VTC state has been collected so far.
+    pub fn tenants_collected(&self) -> u64 {
+        self.collected
     }
 
     /// The pool's saturation at the last dispatch decision, pending releases included.

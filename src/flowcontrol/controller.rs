@@ -9,7 +9,7 @@
 //! checked at enqueue, TTL eviction. Where GIE runs a 1 ms ticker, the caller here dispatches on
 //! events (an arrival, a metrics refresh, a completion, the next deadline).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,7 +99,13 @@ pub struct ControllerConfig {
     pub bands: BTreeMap<i32, BandConfig>,
     /// A band is served only while the pool's saturation is below this (static usage limit).
     pub ceiling: f64,
+    /// VTC state of a tenant idle this long (nothing queued, nothing being charged) is
+    /// collected (`--fairness-idle-timeout`).
+    pub tenant_idle_timeout: Duration,
 }
+
+/// Default of [`ControllerConfig::tenant_idle_timeout`].
+pub const DEFAULT_TENANT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -115,6 +121,7 @@ impl Default for ControllerConfig {
             },
             bands: BTreeMap::new(),
             ceiling: 1.0,
+            tenant_idle_timeout: DEFAULT_TENANT_IDLE_TIMEOUT,
         }
     }
 }
@@ -410,6 +417,9 @@ impl FlowController {
                 t
             }
         };
+        if let Policy::Vtc(v) = &mut band.policy {
+            v.seen(&tenant, enqueued_at);
+        }
         let flow = band.flows.entry(tenant.clone()).or_default();
         flow.queue.insert(key, id);
         flow.bytes += item.bytes;
@@ -625,6 +635,23 @@ impl FlowController {
             };
             counters.into_iter().flatten().map(move |(t, c)| (*p, t, c))
         })
+    }
+
+    /// Collects the VTC state of tenants idle for the configured timeout that are not
+    /// backlogged and not in `charging` (dispatched requests still reporting usage). Returns
+    /// how many tenants were forgotten.
+    pub fn collect_idle(&mut self, now: Timestamp, charging: &HashSet<&str>) -> usize {
+        let idle_for = self.cfg.tenant_idle_timeout;
+        let mut n = 0;
+        for band in self.bands.values_mut() {
+            if let Policy::Vtc(v) = &mut band.policy {
+                let flows = &band.flows;
+                n += v.collect(now, idle_for, |t| {
+                    flows.contains_key(t) || charging.contains(t)
+                });
+            }
+        }
+        n
     }
 
     /// Queued requests and bytes per flow: (priority, tenant, requests, bytes).

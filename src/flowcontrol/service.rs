@@ -24,6 +24,7 @@ use super::metrics::{
 use crate::clock::Clock;
 use crate::pool::EndpointPool;
 use crate::scheduling::{SaturationDetector, Timestamp, Usage};
+use crate::telemetry::ModelLabels;
 
 /// How a queued request left the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +69,10 @@ impl FlowControl {
         pool_name: &str,
     ) -> Arc<Self> {
         let gate = match cfg {
-            Some(cfg) => Gate::new(cfg, detector.visible_when_picked()),
+            Some(cfg) => {
+                metrics.tenants.set_known(weighted_tenants(&cfg));
+                Gate::new(cfg, detector.visible_when_picked())
+            }
             None => Gate::legacy(),
         };
         Arc::new(Self {
@@ -93,6 +97,9 @@ impl FlowControl {
         cfg: Option<ControllerConfig>,
         detector: Arc<dyn SaturationDetector>,
     ) {
+        if let Some(c) = &cfg {
+            self.metrics.tenants.set_known(weighted_tenants(c));
+        }
         let mut st = self.state.lock();
         let visible = detector.visible_when_picked();
         st.gate.reconfigure(cfg, visible);
@@ -105,21 +112,22 @@ impl FlowControl {
 
     /// Queues a request. The ticket resolves when it is dispatched or refused; dropping it
     /// unresolved (the client went away) removes the request from the queue.
+    /// `models` are the request's (bounded) model labels; the fairness id is bounded here.
     pub fn enqueue(
         self: &Arc<Self>,
         item: NewItem,
-        model_name: &str,
-        target_model_name: &str,
+        models: &ModelLabels,
     ) -> Result<Ticket, Refusal> {
         let started = Instant::now();
         let labels = QueueLabels {
-            fairness_id: item.fairness_id.clone(),
+            fairness_id: self.metrics.tenants.resolve(&item.fairness_id).to_string(),
             priority: item.priority.to_string(),
             inference_pool: self.pool_name.clone(),
-            model_name: model_name.to_string(),
-            target_model_name: target_model_name.to_string(),
+            model_name: models.model_name.clone(),
+            target_model_name: models.target_model_name.clone(),
         };
         let bytes = item.bytes;
+        let (fairness_id, priority) = (item.fairness_id.clone(), item.priority);
         let now = self.clock.now();
         let snap = self.pool.snapshot();
         let mut guard = self.state.lock();
@@ -155,8 +163,8 @@ impl FlowControl {
             Arrival::Admitted(id) => {
                 let _ = tx.send(Outcome::Dispatched(Released {
                     id,
-                    fairness_id: Arc::from(labels.fairness_id.as_str()),
-                    priority: labels.priority.parse().unwrap_or(0),
+                    fairness_id: Arc::from(fairness_id.as_str()),
+                    priority,
                     enqueued_at: now,
                     bytes,
                     charged_input_tokens: 0,
@@ -233,7 +241,7 @@ impl FlowControl {
 
     fn account(&self, c: &Charged) {
         let labels = TenantLabels {
-            fairness_id: c.tenant.to_string(),
+            fairness_id: self.metrics.tenants.resolve(&c.tenant).to_string(),
             priority: c.priority.to_string(),
         };
         if c.service > 0.0 {
@@ -292,6 +300,11 @@ impl FlowControl {
         self.metrics
             .dispatch_cycle_duration
             .observe(started.elapsed().as_secs_f64());
+        let collected = st.gate.tenants_collected();
+        let reported = self.metrics.tenants_collected.get();
+        if collected > reported {
+            self.metrics.tenants_collected.inc_by(collected - reported);
+        }
     }
 
     fn cancel(&self, id: ItemId) {
@@ -392,6 +405,18 @@ impl FlowControl {
             }
         }
     }
+}
+
+/// The tenants a configuration names (VTC weights): their label values always pass the bound.
+fn weighted_tenants(cfg: &ControllerConfig) -> Vec<String> {
+    std::iter::once(&cfg.default_band)
+        .chain(cfg.bands.values())
+        .filter_map(|b| match &b.fairness {
+            super::controller::Fairness::Vtc(p) => Some(p.tenant_weights.keys().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// A queued request's claim on its outcome.

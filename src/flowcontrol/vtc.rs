@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::decode::{Diagnostics, Obj, Params, show};
+use crate::scheduling::Timestamp;
 
 // === vtc-fairness-policy parameters ===
 
@@ -99,6 +100,8 @@ pub struct VirtualCounters {
     output_weight: f64,
     tenant_weights: HashMap<Arc<str>, f64>,
     counters: HashMap<Arc<str>, f64>,
+    /// When each tenant last asked for service.
+    last_seen: HashMap<Arc<str>, Timestamp>,
 }
 
 impl VirtualCounters {
@@ -112,6 +115,7 @@ impl VirtualCounters {
                 .map(|(k, v)| (Arc::from(k.as_str()), *v))
                 .collect(),
             counters: HashMap::new(),
+            last_seen: HashMap::new(),
         }
     }
 
@@ -119,6 +123,44 @@ impl VirtualCounters {
     /// counting, so a reload cannot reset fairness.
     pub fn carry_over(&mut self, old: &VirtualCounters) {
         self.counters.clone_from(&old.counters);
+        self.last_seen.clone_from(&old.last_seen);
+    }
+
+    /// `tenant` asked for service at `now`.
+    pub fn seen(&mut self, tenant: &Arc<str>, now: Timestamp) {
+        self.last_seen.insert(tenant.clone(), now);
+    }
+
+    /// Forgets tenants idle for `idle_for` (not asked for service since) that `keep` does not
+    /// hold (backlogged, or with responses still being charged). A tenant that comes back starts
+    /// again and is lifted to the backlogged tenants' smallest counter, as after any idle spell.
+    /// Returns how many were forgotten.
+    pub fn collect(
+        &mut self,
+        now: Timestamp,
+        idle_for: std::time::Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let before = self.counters.len();
+        let last_seen = &self.last_seen;
+        self.counters.retain(|t, _| {
+            keep(t)
+                || last_seen
+                    .get(t)
+                    .is_some_and(|&at| now.saturating_since(at) < idle_for)
+        });
+        let counters = &self.counters;
+        self.last_seen.retain(|t, _| counters.contains_key(t));
+        before - self.counters.len()
+    }
+
+    /// Tenants with a counter.
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
     }
 
     /// Every tenant's counter.
@@ -187,6 +229,27 @@ mod tests {
 
     fn t(s: &str) -> Arc<str> {
         Arc::from(s)
+    }
+
+    #[test]
+    fn idle_tenants_are_collected_unless_kept() {
+        let mut v = VirtualCounters::new(&VtcParams::default());
+        let (a, b, c) = (t("a"), t("b"), t("c"));
+        for (x, at) in [(&a, 0), (&b, 0), (&c, 50)] {
+            v.seen(x, Timestamp::from_millis(at * 1000));
+            v.charge(x, 10.0, 0.0);
+        }
+        let idle = std::time::Duration::from_secs(60);
+        assert_eq!(
+            v.collect(Timestamp::from_millis(30 * 1000), idle, |_| false),
+            0
+        );
+        // a and b are idle for 60 s at t=60; b is kept (backlogged or still charged).
+        assert_eq!(
+            v.collect(Timestamp::from_millis(60 * 1000), idle, |t| t == "b"),
+            1
+        );
+        assert_eq!((v.counter("a"), v.counter("b"), v.len()), (0.0, 10.0, 2));
     }
 
     #[test]

@@ -178,10 +178,12 @@ impl Live {
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<Live>, StartError> {
         let mut runtime = Runtime::build(cfg, source, &flags)?;
-        let request_metrics = Arc::new(RequestMetrics::new());
+        let request_metrics = Arc::new(RequestMetrics::new(flags.max_label_values));
         request_metrics.register(registry);
         runtime.plugins.prefix_metrics.register(registry);
-        let fc_metrics = FlowControlMetrics::new();
+        let bounds = &request_metrics.bounds;
+        let fc_metrics = FlowControlMetrics::new().with_tenant_bound(Some(bounds.tenants.clone()));
+        bounds.pairs.track(fc_metrics.pair_indexes());
         fc_metrics.register(registry);
         let dl_metrics = DataLayerMetrics::new(&flags.pool_name);
         dl_metrics.register(registry);

@@ -51,6 +51,10 @@ pub struct Flags {
     pub model_server_metrics_port: Option<u16>,
     /// `--emit-endpoint-scores`: tell the gateway the top endpoints' total scores.
     pub emit_endpoint_scores: bool,
+    /// Client-chosen label values (model names, fairness ids) kept per bound.
+    pub max_label_values: usize,
+    /// A tenant's VTC state is collected after it was idle this long.
+    pub fairness_idle_timeout: Duration,
 }
 
 impl Default for Flags {
@@ -69,6 +73,8 @@ impl Default for Flags {
             model_server_metrics_insecure_skip_verify: None,
             model_server_metrics_port: None,
             emit_endpoint_scores: false,
+            max_label_values: crate::telemetry::DEFAULT_LABEL_VALUES,
+            fairness_idle_timeout: crate::flowcontrol::controller::DEFAULT_TENANT_IDLE_TIMEOUT,
         }
     }
 }
@@ -90,6 +96,11 @@ impl Flags {
             self.max_request_body_bytes > 0,
             "must be > 0",
         );
+        check(
+            "--max-label-values",
+            self.max_label_values > 0,
+            "must be > 0",
+        );
         for (flag, d) in [
             ("--refresh-metrics-interval", self.refresh_metrics_interval),
             (
@@ -100,6 +111,7 @@ impl Flags {
                 "--metrics-staleness-threshold",
                 self.metrics_staleness_threshold,
             ),
+            ("--fairness-idle-timeout", self.fairness_idle_timeout),
         ] {
             check(
                 flag,
@@ -221,8 +233,12 @@ impl Runtime {
             pool_namespace: flags.pool_namespace.clone(),
             emit_endpoint_scores: flags.emit_endpoint_scores,
         };
+        let flow_control_config = flow_control_config(&cfg).map(|c| ControllerConfig {
+            tenant_idle_timeout: flags.fairness_idle_timeout,
+            ..c
+        });
         Ok(Runtime {
-            flow_control_config: flow_control_config(&cfg),
+            flow_control_config,
             collector: collector_config(&cfg, flags),
             config: Arc::new(cfg),
             source,
@@ -268,6 +284,7 @@ pub fn flow_control_config(cfg: &EndpointPickerConfig) -> Option<ControllerConfi
             .filter_map(|b| Some((b.priority?, band(b))))
             .collect(),
         ceiling,
+        ..ControllerConfig::default()
     })
 }
 
