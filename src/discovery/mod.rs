@@ -36,7 +36,8 @@ impl Sink {
 
     /// Marks the source's view as complete and current (or not).
     pub fn set_synced(&self, synced: bool) {
-        self.synced.send_if_modified(|s| std::mem::replace(s, synced) != synced);
+        self.synced
+            .send_if_modified(|s| std::mem::replace(s, synced) != synced);
     }
 
     pub fn is_synced(&self) -> bool {
