@@ -3,6 +3,7 @@
 //! [`crate::pool::EndpointPool`] and the [`Datastore`], so sources plug in without touching it.
 
 pub mod datastore;
+pub mod kubernetes;
 pub mod static_source;
 
 use std::sync::Arc;
