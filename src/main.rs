@@ -13,10 +13,9 @@ use switchyard::clock::Clock;
 use switchyard::config::{self, EndpointPickerConfig, PluginSpec};
 use switchyard::datalayer::collector::{Collector, CollectorConfig};
 use switchyard::datalayer::metrics::DataLayerMetrics;
-use switchyard::discovery::{self, Datastore};
+use switchyard::discovery;
 use switchyard::extproc::{Director, ExtProcOptions};
 use switchyard::flowcontrol::{self, FlowControl, FlowControlMetrics};
-use switchyard::pool::EndpointPool;
 use switchyard::scheduling::plugins::UtilizationFilter;
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness};
 use switchyard::telemetry::RequestMetrics;
@@ -354,10 +353,19 @@ async fn run(cli: Cli) -> Result<()> {
         );
     }
 
-    // Endpoints.
-    let pool = Arc::new(EndpointPool::new());
-    let datastore = Arc::new(Datastore::default());
+    // Endpoints: exactly one source.
+    let sources = [
+        !cli.pool_name.is_empty(),
+        !cli.endpoint_selector.is_empty(),
+        cli.static_endpoints.is_some() || cli.static_endpoints_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        bail!("give exactly one of --pool-name, --endpoint-selector, --static-endpoints(-file)");
+    }
+    let sink = discovery::Sink::new();
+    let (pool, datastore) = (sink.pool.clone(), sink.datastore.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut kube = None;
     if let Some(list) = &cli.static_endpoints {
         pool.set_endpoints(discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?);
     } else if let Some(path) = &cli.static_endpoints_file {
@@ -374,16 +382,20 @@ async fn run(cli: Cli) -> Result<()> {
             bytes,
             stop_rx.clone(),
         ));
-    } else if !cli.pool_name.is_empty() || !cli.endpoint_selector.is_empty() {
-        bail!(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build; \
-             give the endpoints with --static-endpoints or --static-endpoints-file"
-        );
+    } else if sources[0] || sources[1] {
+        use switchyard::discovery::kubernetes::{KubernetesOptions, KubernetesSource};
+        let opts = if sources[0] {
+            KubernetesOptions::pool(&cli.pool_name, &cli.pool_namespace, &cli.pool_group)?
+        } else {
+            let ports = &cli.endpoint_target_ports;
+            KubernetesOptions::standalone(&cli.endpoint_selector, ports, &cli.pool_namespace)?
+        };
+        kube = Some(KubernetesSource::connect(opts).await?);
     } else {
-        bail!("no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE");
-    }
-    if cli.ha_enable_leader_election {
-        tracing::warn!("--ha-enable-leader-election needs Kubernetes; this replica always serves");
+        bail!(
+            "no endpoints: give --pool-name (Kubernetes), --endpoint-selector (Kubernetes, \
+             standalone), --static-endpoints ip:port,... or --static-endpoints-file FILE"
+        );
     }
     tracing::info!(endpoints = pool.snapshot().len(), "endpoints loaded");
 
@@ -392,11 +404,10 @@ async fn run(cli: Cli) -> Result<()> {
     let metrics = Arc::new(RequestMetrics::new());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let pool_name = if cli.pool_name.is_empty() {
-        "switchyard".to_string()
-    } else {
-        cli.pool_name.clone()
-    };
+    let pool_name = kube
+        .as_ref()
+        .map_or("switchyard", |k| k.options().pool_name())
+        .to_string();
     let collector = match CollectorConfig::from_config(&cfg, &pool_name) {
         Some(mut cc) => {
             cc.refresh_interval = cli.refresh_metrics_interval;
@@ -511,7 +522,20 @@ async fn run(cli: Cli) -> Result<()> {
         metrics: bind(cli.bind_address, cli.metrics_port, "metrics").await?,
     };
     let readiness = Readiness::default();
-    readiness.set(true);
+    // Kubernetes: ready (every health service SERVING) iff synced; static sources: at once.
+    readiness.set(kube.is_none());
+    if let Some(k) = kube {
+        k.metrics().register(&mut registry);
+        k.spawn(sink.clone(), stop_rx.clone());
+        let (mut synced, ready) = (sink.synced.subscribe(), readiness.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                ready.set(*synced.borrow_and_update());
+                tokio::select! { r = synced.changed() => if r.is_err() { return }, _ = stop.changed() => {} }
+            }
+        });
+    }
     let stop = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
