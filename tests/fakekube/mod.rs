@@ -188,7 +188,10 @@ impl Selector {
                 LabelReq::In(k.trim().into(), set(rest)?)
             } else if let Some(k) = t.strip_prefix('!') {
                 LabelReq::Absent(k.trim().into())
-            } else if t.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 LabelReq::Exists(t)
             } else {
                 return Err(format!("unable to parse requirement: {t:?}"));
@@ -232,9 +235,7 @@ fn parse_fields(s: &str) -> Result<Vec<FieldReq>, String> {
             return Err(format!("invalid field selector {t:?}"));
         };
         if field != "metadata.name" && field != "metadata.namespace" {
-            return Err(format!(
-                "field label not supported: {field}"
-            ));
+            return Err(format!("field label not supported: {field}"));
         }
         out.push(FieldReq {
             field: field.into(),
@@ -509,8 +510,7 @@ users:
                 }
                 None => {
                     m.insert("uid".into(), json!(format!("uid-{uid}")));
-                    m.entry("creationTimestamp")
-                        .or_insert(json!(now_rfc3339()));
+                    m.entry("creationTimestamp").or_insert(json!(now_rfc3339()));
                 }
             }
         }
@@ -711,7 +711,11 @@ async fn handle(
         return status(401, "Unauthorized", "Unauthorized");
     }
     if g.unavailable {
-        return status(503, "ServiceUnavailable", "the server is currently unable to handle the request");
+        return status(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
     }
     if method != Method::GET {
         return status(405, "MethodNotAllowed", "this fake serves GET only");
@@ -761,10 +765,18 @@ async fn handle(
             ok_json(json!({"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": format!("{group}/{version}"), "resources": resources}))
         }
-        Route::NotFound => status(404, "NotFound", "the server could not find the requested resource"),
+        Route::NotFound => status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
         Route::Collection(gvr, ns, name) => {
             if !g.collections[&gvr].installed {
-                return status(404, "NotFound", "the server could not find the requested resource");
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
             }
             if let Some(name) = name {
                 let Some(ns) = ns else {
@@ -772,7 +784,11 @@ async fn handle(
                 };
                 return match g.collections[&gvr].objects.get(&(ns, name.clone())) {
                     Some(o) => ok_json(o.clone()),
-                    None => status(404, "NotFound", &format!("{} \"{name}\" not found", gvr.plural)),
+                    None => status(
+                        404,
+                        "NotFound",
+                        &format!("{} \"{name}\" not found", gvr.plural),
+                    ),
                 };
             }
             let labels = match Selector::parse(q.get("labelSelector").map_or("", String::as_str)) {
@@ -969,8 +985,11 @@ impl<'a> PodSpec<'a> {
     }
 
     pub fn to_json(&self) -> Value {
-        let labels: serde_json::Map<String, Value> =
-            self.labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let labels: serde_json::Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let annotations: serde_json::Map<String, Value> = self
             .annotations
             .iter()
@@ -1007,8 +1026,10 @@ impl<'a> PodSpec<'a> {
 
 /// An InferencePool (v1) in namespace `ns`.
 pub fn pool(ns: &str, name: &str, selector: &[(&str, &str)], ports: &[u16]) -> Value {
-    let labels: serde_json::Map<String, Value> =
-        selector.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let labels: serde_json::Map<String, Value> = selector
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     json!({
         "metadata": {"name": name, "namespace": ns},
         "spec": {
