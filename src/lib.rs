@@ -13,6 +13,9 @@
 //! - [`prefix`]: prefix-cache affinity: GIE-compatible prompt block hashing, the concurrent
 //!   block-hash → endpoints index with a bounded LRU per endpoint, and the
 //!   `approx-prefix-cache-producer` that feeds `prefix-cache-scorer`.
+//! - [`discovery`]: where endpoints, objectives and model rewrites come from — static flags or a
+//!   watched file, or Kubernetes (InferencePool and its pods, InferenceObjective,
+//!   InferenceModelRewrite, or a standalone selector) — each delivering into one `Sink`.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.
 #![forbid(unsafe_code)]

@@ -539,4 +539,64 @@ mod tests {
         let e = pool_spec(&obj(json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "targetPorts": [{"number": long}]}}))).unwrap_err();
         assert!(e.len() < 200, "{e}");
     }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-zA-Z0-9./:-]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![
+                Just("selector".to_string()),
+                Just("matchLabels".to_string()),
+                Just("matchExpressions".to_string()),
+                Just("targetPorts".to_string()),
+                Just("targetPortNumber".to_string()),
+                Just("number".to_string()),
+                Just("appProtocol".to_string()),
+                Just("poolRef".to_string()),
+                Just("name".to_string()),
+                Just("group".to_string()),
+                Just("kind".to_string()),
+                Just("priority".to_string()),
+                Just("rules".to_string()),
+                Just("matches".to_string()),
+                Just("model".to_string()),
+                Just("type".to_string()),
+                Just("value".to_string()),
+                Just("targets".to_string()),
+                Just("modelRewrite".to_string()),
+                Just("weight".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the API server sends as a spec, reading it never panics, and an accepted
+        /// pool keeps the invariants the rest of the code relies on.
+        #[test]
+        fn arbitrary_specs_never_panic(spec in json_value()) {
+            let o = obj(json!({"spec": spec}));
+            if let Ok(p) = pool_spec(&o) {
+                proptest::prop_assert!(!p.selector.is_empty());
+                proptest::prop_assert!((1..=MAX_TARGET_PORTS).contains(&p.target_ports.len()));
+                proptest::prop_assert!(p.target_ports.iter().all(|&port| port > 0));
+            }
+            let _ = objective(&o);
+            if let Ok(r) = rewrite(&o) {
+                proptest::prop_assert!(!r.rules.is_empty());
+                proptest::prop_assert!(r.rules.iter().all(|rule| !rule.targets.is_empty()));
+            }
+        }
+    }
 }
