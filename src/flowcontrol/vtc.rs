@@ -8,10 +8,90 @@
 //! reports them; together these keep two continuously backlogged tenants within `2·U` of each
 //! other (U = the largest charge one request can cause before the next dispatch).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::params::VtcParams;
+use serde_json::{Value, json};
+
+use crate::decode::{Diagnostics, Obj, Params, show};
+
+// === vtc-fairness-policy parameters ===
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VtcParams {
+    pub input_token_weight: f64,
+    pub output_token_weight: f64,
+    /// Per-tenant weights (fairness id → weight > 0); a tenant of weight 2 gets twice the service.
+    pub tenant_weights: BTreeMap<String, f64>,
+    /// Charge only input tokens the engine did not find in its prefix cache.
+    pub charge_uncached_input_only: bool,
+}
+
+impl Default for VtcParams {
+    fn default() -> Self {
+        Self {
+            input_token_weight: 1.0,
+            output_token_weight: 2.0,
+            tenant_weights: BTreeMap::new(),
+            charge_uncached_input_only: false,
+        }
+    }
+}
+
+impl Params for VtcParams {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(v) = o.non_negative("inputTokenWeight", d) {
+            p.input_token_weight = v;
+        }
+        if let Some(v) = o.non_negative("outputTokenWeight", d) {
+            p.output_token_weight = v;
+        }
+        if p.input_token_weight == 0.0 && p.output_token_weight == 0.0 {
+            d.error(
+                o.path.clone(),
+                "inputTokenWeight and outputTokenWeight must not both be 0",
+            );
+        }
+        let path = o.at("tenantWeights");
+        if let Some(v) = o.get("tenantWeights") {
+            match v {
+                Value::Object(m) => {
+                    for (tenant, w) in m {
+                        match w.as_f64() {
+                            Some(x) if x.is_finite() && x > 0.0 => {
+                                p.tenant_weights.insert(tenant.clone(), x);
+                            }
+                            _ => d.error(
+                                format!("{path}.{tenant}"),
+                                format!("must be a number > 0, got {}", show(w)),
+                            ),
+                        }
+                    }
+                }
+                other => d.error(
+                    path,
+                    format!("must be a mapping of tenant to weight, got {}", show(other)),
+                ),
+            }
+        }
+        if let Some(b) = o.bool("chargeUncachedInputOnly", d) {
+            p.charge_uncached_input_only = b;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "inputTokenWeight": self.input_token_weight,
+            "outputTokenWeight": self.output_token_weight,
+            "tenantWeights": self.tenant_weights,
+            "chargeUncachedInputOnly": self.charge_uncached_input_only,
+        }))
+    }
+}
+
+// === impl VirtualCounters ===
 
 #[derive(Debug, Clone)]
 pub struct VirtualCounters {
@@ -33,6 +113,17 @@ impl VirtualCounters {
                 .collect(),
             counters: HashMap::new(),
         }
+    }
+
+    /// Takes over `old`'s counters (a configuration reload): service already received keeps
+    /// counting, so a reload cannot reset fairness.
+    pub fn carry_over(&mut self, old: &VirtualCounters) {
+        self.counters.clone_from(&old.counters);
+    }
+
+    /// Every tenant's counter.
+    pub fn counters(&self) -> impl Iterator<Item = (&Arc<str>, f64)> {
+        self.counters.iter().map(|(t, c)| (t, *c))
     }
 
     /// The tenant's counter; a tenant never seen starts at 0.

@@ -105,6 +105,8 @@ pub struct RewriteLabels {
 pub struct InfoLabels {
     pub commit: String,
     pub build_ref: String,
+    /// Hash of the configuration in force (changes on reload).
+    pub config_hash: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -139,15 +141,7 @@ impl Default for RequestMetrics {
 
 impl RequestMetrics {
     pub fn new() -> Self {
-        let info = Family::<InfoLabels, Gauge>::default();
-        info.get_or_create(&InfoLabels {
-            commit: option_env!("SWITCHYARD_COMMIT")
-                .unwrap_or("unknown")
-                .to_string(),
-            build_ref: env!("CARGO_PKG_VERSION").to_string(),
-        })
-        .set(1);
-        Self {
+        let metrics = Self {
             request_total: Family::default(),
             request_error_total: Family::default(),
             request_duration_seconds: family(|| Histogram::new(LATENCY_BUCKETS)),
@@ -161,8 +155,24 @@ impl RequestMetrics {
             scheduler_e2e_duration_seconds: Histogram::new(SCHEDULER_BUCKETS),
             scheduler_attempts_total: Family::default(),
             model_rewrite_decisions_total: Family::default(),
-            info,
-        }
+            info: Family::default(),
+        };
+        metrics.set_config_hash("");
+        metrics
+    }
+
+    /// Publishes `inference_extension_info` for the configuration with this hash.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.info.clear();
+        self.info
+            .get_or_create(&InfoLabels {
+                commit: option_env!("SWITCHYARD_COMMIT")
+                    .unwrap_or("unknown")
+                    .to_string(),
+                build_ref: env!("CARGO_PKG_VERSION").to_string(),
+                config_hash: hash.to_string(),
+            })
+            .set(1);
     }
 
     pub fn register(&self, r: &mut Registry) {

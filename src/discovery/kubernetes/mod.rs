@@ -218,10 +218,19 @@ impl KubernetesOptions {
 
 /// Kubernetes as a discovery source: [`KubernetesSource::connect`], then
 /// [`KubernetesSource::spawn`] to keep a [`Sink`] current until stopped.
+#[derive(Clone)]
 pub struct KubernetesSource {
     client: kube::Client,
     opts: KubernetesOptions,
     metrics: KubeMetrics,
+}
+
+impl fmt::Debug for KubernetesSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesSource")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KubernetesSource {

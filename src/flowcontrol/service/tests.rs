@@ -32,7 +32,7 @@ impl Fixture {
         );
         let clock = Clock::new();
         let fc = FlowControl::new(
-            cfg,
+            Some(cfg),
             pool.clone(),
             detector(),
             clock,
@@ -128,7 +128,9 @@ async fn ttl_expiry_evicts_without_a_metrics_change() {
     let started = Instant::now();
     let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
     match outcome(&mut t).await {
-        Outcome::EvictedTtl(waited) => assert!(waited >= Duration::from_millis(50)),
+        Outcome::Refused(Refusal::Expired(waited)) => {
+            assert!(waited >= Duration::from_millis(50))
+        }
         o => panic!("{o:?}"),
     }
     assert!(started.elapsed() >= Duration::from_millis(50));
@@ -148,7 +150,10 @@ async fn capacity_rejects_with_the_controllers_reason() {
     f.set_queues(10);
     let _t = f.fc.enqueue(item("a"), "m", "m").unwrap();
     let e = f.fc.enqueue(item("b"), "m", "m").err().unwrap();
-    assert_eq!(e.to_string(), "queue at capacity (maxRequests 1 reached)");
+    assert_eq!(
+        e.message(),
+        "request rejected by flow control: queue at capacity (maxRequests 1 reached)"
+    );
     f.stop().await;
 }
 
@@ -224,7 +229,7 @@ async fn shutdown_resolves_waiters() {
     f.set_queues(10);
     let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
     let _ = f.stop.send(true);
-    assert_eq!(outcome(&mut t).await, Outcome::Shutdown);
+    assert_eq!(outcome(&mut t).await, Outcome::Refused(Refusal::Shutdown));
     let _ = f.task.await;
 }
 
@@ -235,7 +240,7 @@ async fn admissions_charge_vtc_from_usage() {
             max_bytes: 0,
             max_requests: 0,
             ordering: Ordering::Fcfs,
-            fairness: Fairness::Vtc(crate::config::params::VtcParams {
+            fairness: Fairness::Vtc(crate::flowcontrol::VtcParams {
                 charge_uncached_input_only: true,
                 ..Default::default()
             }),
@@ -247,7 +252,10 @@ async fn admissions_charge_vtc_from_usage() {
     let Some(Outcome::Dispatched(r)) = t.try_outcome() else {
         panic!("dispatched at enqueue")
     };
-    let counter = |fc: &FlowControl| fc.state.lock().ctl.counter(0, "a").unwrap();
+    let counter = |fc: &FlowControl| {
+        let st = fc.state.lock();
+        st.gate.controller().unwrap().counter(0, "a").unwrap()
+    };
     assert_eq!(counter(&f.fc), 25.0, "estimate charged at dispatch");
     let mut adm = Admission::new(f.fc.clone(), &r);
     adm.picked(Some(0.8)); // the index says 80 % is cached: charge 5
@@ -286,14 +294,14 @@ async fn a_request_whose_pod_answers_stops_counting_as_queued() {
         .collect();
     assert_eq!(released.len(), 5);
     // No scrape yet: the first token of one released request makes room for exactly one more.
-    f.fc.responding(released[0]);
+    f.fc.with_gate(|g| g.first_token(released[0]));
     assert!(matches!(
         outcome(&mut tickets[5]).await,
         Outcome::Dispatched(_)
     ));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(f.fc.queued(), 1);
-    f.fc.responding(released[1]);
+    f.fc.with_gate(|g| g.first_token(released[1]));
     assert!(matches!(
         outcome(&mut tickets[6]).await,
         Outcome::Dispatched(_)
