@@ -131,6 +131,8 @@ struct Loop {
     rewrites: Option<Store<DynamicObject>>,
     kinds: HashMap<Kind, KindState>,
     pool_status: Option<PoolStatus>,
+    /// The pool status last logged.
+    logged_pool: Option<PoolStatus>,
     namespace: String,
 }
 
@@ -228,6 +230,7 @@ pub(super) async fn run(
         rewrites,
         kinds,
         pool_status: None,
+        logged_pool: None,
         namespace,
     };
     loop {
@@ -305,8 +308,11 @@ impl Loop {
                 }
                 None => self.rec.pool(std::iter::empty()).0,
             };
-            if self.pool_status.as_ref() != Some(&status) {
+            // Before the pool's first list an empty cache means "not known yet", not "absent".
+            let pool_listed = self.kinds.get(&Kind::Pool).is_none_or(|k| k.synced);
+            if pool_listed && self.logged_pool.as_ref() != Some(&status) {
                 self.log_pool(&status);
+                self.logged_pool = Some(status.clone());
             }
             let pods = self.pods.state();
             let eps = match status.spec() {
