@@ -150,6 +150,9 @@ struct Cli {
     /// Reload --cert-path files when they change (new connections get the new certificate).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     enable_cert_reload: bool,
+    /// How often --cert-path is re-read with --enable-cert-reload.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    cert_reload_interval: Duration,
     /// Bearer-token auth on /metrics (needs Kubernetes TokenReview; not enforced).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     metrics_endpoint_auth: bool,
@@ -256,8 +259,8 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// The configuration the flags name, with where it came from.
-fn load_config(cli: &Cli) -> Result<(EndpointPickerConfig, ConfigSource)> {
+/// The configuration the flags name, where it came from, and its text.
+fn load_config(cli: &Cli) -> Result<(EndpointPickerConfig, ConfigSource, Vec<u8>)> {
     let (text, origin) = match (&cli.config_file, &cli.config_text) {
         (Some(path), _) => (
             std::fs::read(path)
@@ -277,7 +280,7 @@ fn load_config(cli: &Cli) -> Result<(EndpointPickerConfig, ConfigSource)> {
     };
     let cfg = config::load_str(&String::from_utf8_lossy(&text))
         .with_context(|| format!("loading {what}"))?;
-    Ok((cfg, ConfigSource::new(origin, &text)))
+    Ok((cfg, ConfigSource::new(origin, &text), text))
 }
 
 fn warn_compat_flags(cli: &Cli) {
@@ -431,8 +434,38 @@ async fn signals(hup: watch::Sender<u64>) {
     tracing::info!("stop signal received");
 }
 
+/// The ext_proc certificate: none with `--secure-serving=false`, `--cert-path`'s pair (watched
+/// with `--enable-cert-reload`), or a fresh self-signed one.
+fn serving_certificate(
+    cli: &Cli,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Arc<server::tls::CertStore>>> {
+    if !cli.secure_serving {
+        return Ok(None);
+    }
+    let Some(dir) = &cli.cert_path else {
+        if cli.enable_cert_reload {
+            tracing::warn!(
+                "--enable-cert-reload needs --cert-path; the self-signed certificate is fixed"
+            );
+        }
+        return Ok(Some(server::tls::CertStore::new(
+            &server::tls::self_signed()?,
+        )?));
+    };
+    let store = server::tls::CertStore::new(&server::tls::from_dir(dir)?)
+        .with_context(|| format!("loading the certificate in {}", dir.display()))?;
+    if cli.enable_cert_reload {
+        let watch = store
+            .clone()
+            .watch_dir(dir.clone(), cli.cert_reload_interval, stop.clone());
+        tokio::spawn(watch);
+    }
+    Ok(Some(store))
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let (cfg, source) = load_config(&cli)?;
+    let (cfg, source, text) = load_config(&cli)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
@@ -463,18 +496,13 @@ async fn run(cli: Cli) -> Result<()> {
         &sink,
         Clock::new(),
         &mut registry,
-        stop_rx,
+        stop_rx.clone(),
     )?;
     if let ConfigOrigin::File(path) = origin {
-        let text = std::fs::read(&path).unwrap_or_default();
         let interval = cli.config_reload_interval;
         tokio::spawn(live.clone().watch_config_file(path, interval, text, hup_rx));
     }
-    let tls = match (cli.secure_serving, &cli.cert_path) {
-        (false, _) => None,
-        (true, Some(dir)) => Some(server::tls::from_dir(dir)?),
-        (true, None) => Some(server::tls::self_signed()?),
-    };
+    let tls = serving_certificate(&cli, &stop_rx)?;
     let listeners = Listeners {
         grpc: bind(cli.bind_address, cli.grpc_port, "ext_proc").await?,
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,

@@ -8,25 +8,20 @@ mod fakekube;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::{Proc, metrics_server, vllm_page};
 use common::*;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
 use fakekube::{FakeApi, OBJECTIVES, PODS, POOLS, PodSpec, REWRITES};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const VLLM: &[(&str, &str)] = &[("app", "vllm")];
 
 struct Epp {
-    child: Child,
+    proc: Proc,
     grpc: SocketAddr,
     health: SocketAddr,
-    metrics: SocketAddr,
-    log: Arc<parking_lot::Mutex<String>>,
     _dir: TempDir,
 }
 
@@ -51,78 +46,31 @@ fn temp_dir(tag: &str) -> TempDir {
 }
 
 impl Epp {
-    /// Starts the binary against `api` with `args` (plus loopback ports and plaintext ext_proc)
-    /// and `env`, through a kubeconfig in `KUBECONFIG`.
+    /// Starts the binary against `api` with `args` (plus plaintext ext_proc) and `env`, through a
+    /// kubeconfig in `KUBECONFIG` (and no in-cluster configuration).
     async fn start(api: &FakeApi, args: &[&str], env: &[(&str, &str)]) -> Epp {
         let dir = temp_dir("kubeconfig");
         let kubeconfig = api.write_kubeconfig(&dir.0);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args([
-            "--bind-address",
-            "127.0.0.1",
-            "--grpc-port",
-            "0",
-            "--grpc-health-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--secure-serving=false",
-            "--shutdown-grace-period",
-            "1s",
-        ])
-        .args(args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,switchyard::datalayer=error,kube=warn")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .env_remove("NAMESPACE")
-        .env_remove("POD_NAME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn switchyard");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(parking_lot::Mutex::new(String::new()));
-        let (mut grpc, mut health, mut metrics) = (None, None, None);
-        let addrs = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().push_str(&line);
-                log.lock().push('\n');
-                let addr = |a: &str| a.parse::<SocketAddr>().ok();
-                if let Some(a) = line.strip_prefix("switchyard: ext_proc listening on ") {
-                    grpc = addr(a);
-                } else if let Some(a) = line.strip_prefix("switchyard: health listening on ") {
-                    health = addr(a);
-                } else if let Some(a) = line.strip_prefix("switchyard: metrics listening on ") {
-                    metrics = addr(a);
-                }
-                if let (Some(g), Some(h), Some(m)) = (grpc, health, metrics) {
-                    return Some((g, h, m));
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some((grpc, health, metrics))) = addrs else {
-            panic!("switchyard did not start:\n{}", log.lock());
-        };
-        let log2 = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut l = log2.lock();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let kubeconfig = kubeconfig.to_str().unwrap();
+        let mut all_args = vec!["--secure-serving=false"];
+        all_args.extend_from_slice(args);
+        let mut set = vec![
+            ("KUBECONFIG", kubeconfig),
+            ("RUST_LOG", "info,switchyard::datalayer=error,kube=warn"),
+        ];
+        set.extend_from_slice(env);
+        let remove = [
+            "KUBERNETES_SERVICE_HOST",
+            "KUBERNETES_SERVICE_PORT",
+            "NAMESPACE",
+            "POD_NAME",
+        ];
+        // Blocks this worker while the other serves the fake API server.
+        let proc = tokio::task::block_in_place(|| Proc::start_with_env(&all_args, &set, &remove));
         Epp {
-            child,
-            grpc,
-            health,
-            metrics,
-            log,
+            grpc: proc.grpc,
+            health: proc.health,
+            proc,
             _dir: dir,
         }
     }
@@ -132,7 +80,7 @@ impl Epp {
     }
 
     fn log(&self) -> String {
-        self.log.lock().clone()
+        self.proc.log()
     }
 
     /// The health status of `service` (1 SERVING, 2 NOT_SERVING).
@@ -215,26 +163,11 @@ impl Epp {
     }
 
     async fn metrics_text(&self) -> String {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.proc.metrics_text().await
     }
 
-    async fn stop(mut self) -> String {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let st = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("stops on SIGTERM")
-            .unwrap();
-        let log = self.log();
+    async fn stop(self) -> String {
+        let (st, log) = tokio::task::block_in_place(|| self.proc.terminate());
         assert!(st.success(), "exit {st:?}\n{log}");
         log
     }
@@ -531,53 +464,9 @@ async fn dropped_watches_and_410_relists_converge() {
     epp.stop().await;
 }
 
-/// Serves a fixed vLLM `/metrics` page on `ip:0`.
-async fn metrics_server(ip: &str, page: String) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind(format!("{ip}:0"))
-        .await
-        .unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = l.accept().await {
-            let page = page.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let mut req = Vec::new();
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{page}",
-                        page.len()
-                    );
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objectives_shed_negative_priorities_when_saturated_and_ignore_other_pools() {
-    use switchyard::datalayer::fake::{EngineState, VllmPage};
-    let page = VllmPage {
-        engines: vec![EngineState {
-            waiting: 50,
-            running: 8,
-            kv_usage: 0.95,
-        }],
-        ..Default::default()
-    }
-    .render();
-    let busy = metrics_server("127.0.0.101", page).await;
+    let busy = metrics_server("127.0.0.101", vllm_page(50, 0.95)).await;
     let api = FakeApi::start().await;
     api.apply(&POOLS, fakekube::pool("ns", "pool", VLLM, &[busy.port()]));
     api.apply(&PODS, pod("vllm-a", "127.0.0.101"));

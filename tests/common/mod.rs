@@ -2,6 +2,8 @@
 //! (header values in `raw_value`, FULL_DUPLEX_STREAMED bodies).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,7 +130,9 @@ impl Harness {
                 reg,
                 rd,
                 ServeOptions {
-                    tls: setup.tls,
+                    tls: setup
+                        .tls
+                        .map(|p| server::tls::CertStore::new(&p).expect("valid pair")),
                     health_on_grpc_port: true,
                     grace: Duration::from_secs(5),
                 },
