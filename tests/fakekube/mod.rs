@@ -32,6 +32,12 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod objects;
+mod selector;
+
+pub use objects::{PodSpec, objective, pool, rewrite};
+use selector::{FieldReq, Selector, fields_match, parse_fields};
+
 pub const TOKEN: &str = "test-token-5f0c";
 
 /// A resource type: group ("" for core), version, plural.
@@ -130,132 +136,6 @@ pub struct FakeApi {
 
 // === requests ===
 
-/// Label selector terms (`k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`).
-#[derive(Debug, Clone, Default)]
-struct Selector(Vec<LabelReq>);
-
-#[derive(Debug, Clone)]
-enum LabelReq {
-    Eq(String, String),
-    Ne(String, String),
-    Exists(String),
-    Absent(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-fn split_terms(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0);
-    for c in s.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out.into_iter().map(|t| t.trim().to_string()).collect()
-}
-
-impl Selector {
-    fn parse(s: &str) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for t in split_terms(s).into_iter().filter(|t| !t.is_empty()) {
-            let set = |rest: &str| -> Result<Vec<String>, String> {
-                let inner = rest
-                    .trim()
-                    .strip_prefix('(')
-                    .and_then(|r| r.strip_suffix(')'))
-                    .ok_or_else(|| format!("bad set in {t:?}"))?;
-                Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
-            };
-            let req = if let Some((k, v)) = t.split_once("!=") {
-                LabelReq::Ne(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = t.split_once("==") {
-                LabelReq::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = t.split_once('=') {
-                LabelReq::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, rest)) = t.split_once(" notin ") {
-                LabelReq::NotIn(k.trim().into(), set(rest)?)
-            } else if let Some((k, rest)) = t.split_once(" in ") {
-                LabelReq::In(k.trim().into(), set(rest)?)
-            } else if let Some(k) = t.strip_prefix('!') {
-                LabelReq::Absent(k.trim().into())
-            } else if t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
-                LabelReq::Exists(t)
-            } else {
-                return Err(format!("unable to parse requirement: {t:?}"));
-            };
-            out.push(req);
-        }
-        Ok(Selector(out))
-    }
-
-    fn matches(&self, obj: &Value) -> bool {
-        let labels = obj["metadata"]["labels"].as_object();
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.0.iter().all(|r| match r {
-            LabelReq::Eq(k, v) => get(k) == Some(v),
-            LabelReq::Ne(k, v) => get(k) != Some(v),
-            LabelReq::Exists(k) => get(k).is_some(),
-            LabelReq::Absent(k) => get(k).is_none(),
-            LabelReq::In(k, vs) => get(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-            LabelReq::NotIn(k, vs) => get(k).is_none_or(|l| vs.iter().all(|v| v != l)),
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-struct FieldReq {
-    field: String,
-    value: String,
-    negate: bool,
-}
-
-fn parse_fields(s: &str) -> Result<Vec<FieldReq>, String> {
-    let mut out = Vec::new();
-    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, value, negate) = if let Some((f, v)) = t.split_once("!=") {
-            (f, v, true)
-        } else if let Some((f, v)) = t.split_once("==") {
-            (f, v, false)
-        } else if let Some((f, v)) = t.split_once('=') {
-            (f, v, false)
-        } else {
-            return Err(format!("invalid field selector {t:?}"));
-        };
-        if field != "metadata.name" && field != "metadata.namespace" {
-            return Err(format!("field label not supported: {field}"));
-        }
-        out.push(FieldReq {
-            field: field.into(),
-            value: value.into(),
-            negate,
-        });
-    }
-    Ok(out)
-}
-
-fn fields_match(reqs: &[FieldReq], obj: &Value) -> bool {
-    reqs.iter().all(|r| {
-        let v = match r.field.as_str() {
-            "metadata.name" => obj["metadata"]["name"].as_str(),
-            _ => obj["metadata"]["namespace"].as_str(),
-        };
-        (v == Some(r.value.as_str())) != r.negate
-    })
-}
-
 fn status(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -339,7 +219,7 @@ fn visible(w: &Watcher, ev: &Event) -> Option<(&'static str, Value)> {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -957,117 +837,4 @@ fn watch(
         .header(header::TRANSFER_ENCODING, "chunked")
         .body(Body::from_stream(body))
         .unwrap()
-}
-
-// === objects ===
-
-pub struct PodSpec<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub ip: Option<&'a str>,
-    pub ready: bool,
-    pub labels: &'a [(&'a str, &'a str)],
-    pub annotations: &'a [(&'a str, &'a str)],
-    pub terminating: bool,
-}
-
-impl<'a> PodSpec<'a> {
-    pub fn new(name: &'a str, ip: &'a str, labels: &'a [(&'a str, &'a str)]) -> Self {
-        PodSpec {
-            name,
-            namespace: "ns",
-            ip: Some(ip),
-            ready: true,
-            labels,
-            annotations: &[],
-            terminating: false,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        let labels: serde_json::Map<String, Value> = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        let annotations: serde_json::Map<String, Value> = self
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        let mut meta = json!({"name": self.name, "namespace": self.namespace,
-                              "labels": labels, "annotations": annotations});
-        if self.terminating {
-            meta["deletionTimestamp"] = json!(now_rfc3339());
-            meta["deletionGracePeriodSeconds"] = json!(30);
-        }
-        let mut status = json!({
-            "phase": "Running",
-            "conditions": [
-                {"type": "Initialized", "status": "True"},
-                {"type": "Ready", "status": if self.ready { "True" } else { "False" }},
-                {"type": "ContainersReady", "status": if self.ready { "True" } else { "False" }},
-            ],
-            "containerStatuses": [{"name": "vllm", "ready": self.ready, "restartCount": 0,
-                                   "image": "vllm/vllm-openai:latest", "imageID": "", "state": {"running": {}}}],
-        });
-        if let Some(ip) = self.ip {
-            status["podIP"] = json!(ip);
-            status["podIPs"] = json!([{"ip": ip}]);
-        }
-        json!({
-            "metadata": meta,
-            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest",
-                                     "ports": [{"containerPort": 8000}]}]},
-            "status": status,
-        })
-    }
-}
-
-/// An InferencePool (v1) in namespace `ns`.
-pub fn pool(ns: &str, name: &str, selector: &[(&str, &str)], ports: &[u16]) -> Value {
-    let labels: serde_json::Map<String, Value> = selector
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    json!({
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "targetPorts": ports.iter().map(|p| json!({"number": p})).collect::<Vec<_>>(),
-            "endpointPickerRef": {"name": "switchyard", "port": {"number": 9002}, "failureMode": "FailOpen"},
-        },
-    })
-}
-
-/// An InferenceObjective naming pool `pool_name`.
-pub fn objective(ns: &str, name: &str, pool_name: &str, priority: Option<i64>) -> Value {
-    let mut spec = json!({"poolRef": {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": pool_name}});
-    if let Some(p) = priority {
-        spec["priority"] = json!(p);
-    }
-    json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})
-}
-
-/// An InferenceModelRewrite with one rule: `models` exactly (none: generic) → `targets`.
-pub fn rewrite(
-    ns: &str,
-    name: &str,
-    pool_name: &str,
-    created: &str,
-    models: &[&str],
-    targets: &[(&str, u32)],
-) -> Value {
-    let matches: Vec<Value> = models
-        .iter()
-        .map(|m| json!({"model": {"type": "Exact", "value": m}}))
-        .collect();
-    let targets: Vec<Value> = targets
-        .iter()
-        .map(|(m, w)| json!({"modelRewrite": m, "weight": w}))
-        .collect();
-    json!({
-        "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
-        "spec": {"poolRef": {"name": pool_name}, "rules": [{"matches": matches, "targets": targets}]},
-    })
 }
