@@ -21,7 +21,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        Proc::start_with_env(args, &[], &[])
+    }
+
+    /// Like [`Proc::start`], with `set` added to the environment and `remove` taken out of it.
+    pub fn start_with_env(args: &[&str], set: &[(&str, &str)], remove: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        cmd.envs(set.iter().copied());
+        let mut child = cmd
             .args([
                 "--bind-address",
                 "127.0.0.1",
