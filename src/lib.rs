@@ -21,7 +21,8 @@
 //!   error with its field path, GIE's system defaults, rendering, and the plugin registry.
 //! - [`runtime`]: the one assembly point: config + flags → a [`runtime::Runtime`], swapped on
 //!   reload by [`runtime::Live`], which also runs the flow-control dispatcher and the scraper.
-//! - [`discovery`]: endpoint sources (a list, a watched file) delivering into a
+//! - [`discovery`]: endpoint sources (a list, a watched file, Kubernetes: InferencePool and its
+//!   pods, InferenceObjective, InferenceModelRewrite, or a standalone selector) delivering into a
 //!   [`discovery::Sink`]: the pool plus objectives and model rewrites.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.

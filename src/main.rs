@@ -363,7 +363,18 @@ fn warn_compat_flags(cli: &Cli) {
 }
 
 /// The endpoint source the flags name: exactly one of them.
-fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
+async fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
+    use switchyard::discovery::kubernetes::{KubernetesOptions, KubernetesSource};
+    let static_source = cli.static_endpoints.is_some() || cli.static_endpoints_file.is_some();
+    let (pool, selector) = (!cli.pool_name.is_empty(), !cli.endpoint_selector.is_empty());
+    if [pool, selector, static_source]
+        .iter()
+        .filter(|s| **s)
+        .count()
+        > 1
+    {
+        bail!("give exactly one of --pool-name, --endpoint-selector, --static-endpoints(-file)");
+    }
     if let Some(list) = &cli.static_endpoints {
         return Ok(discovery::Source::List(
             discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?,
@@ -375,18 +386,30 @@ fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
             interval: cli.static_endpoints_reload_interval,
         });
     }
-    if !cli.pool_name.is_empty() || !cli.endpoint_selector.is_empty() {
-        bail!(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build; \
-             give the endpoints with --static-endpoints or --static-endpoints-file"
-        );
-    }
-    bail!("no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE")
+    let ns = &cli.pool_namespace;
+    let opts = match (pool, selector) {
+        (true, _) => KubernetesOptions::pool(&cli.pool_name, ns, &cli.pool_group)?,
+        (_, true) => {
+            let ports = &cli.endpoint_target_ports;
+            KubernetesOptions::standalone(&cli.endpoint_selector, ports, ns)?
+        }
+        _ => bail!(
+            "no endpoints: give --pool-name (Kubernetes), --endpoint-selector (Kubernetes, \
+             standalone), --static-endpoints ip:port,... or --static-endpoints-file FILE"
+        ),
+    };
+    Ok(discovery::Source::Kubernetes(Box::new(
+        KubernetesSource::connect(opts).await?,
+    )))
 }
 
 /// What the runtime takes from the flags. `--model-server-metrics-port` applies only when every
 /// endpoint serves on one port, as GIE requires one target port.
-fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot) -> Flags {
+fn runtime_flags(
+    cli: &Cli,
+    snapshot: &switchyard::scheduling::EndpointSnapshot,
+    pool_name: Option<&str>,
+) -> Flags {
     let mut ports = snapshot.endpoints().iter().map(|e| e.endpoint.port);
     let one_port = ports.next().filter(|p| ports.all(|q| q == *p)).is_some();
     let metrics_port = cli.model_server_metrics_port.filter(|p| *p > 0);
@@ -394,11 +417,7 @@ fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot)
         tracing::warn!("--model-server-metrics-port is ignored: endpoints serve on several ports");
     }
     Flags {
-        pool_name: if cli.pool_name.is_empty() {
-            "switchyard".into()
-        } else {
-            cli.pool_name.clone()
-        },
+        pool_name: pool_name.unwrap_or("switchyard").into(),
         pool_namespace: if cli.pool_namespace.is_empty() {
             std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into())
         } else {
@@ -493,12 +512,17 @@ async fn run(cli: Cli) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hup_tx, hup_rx) = watch::channel(0u64);
     let sink = Sink::new();
-    endpoint_source(&cli)?
+    let endpoints = endpoint_source(&cli).await?;
+    let pool_name = endpoints.pool_name().map(str::to_string);
+    let mut registry = Registry::default();
+    if let discovery::Source::Kubernetes(k) = &endpoints {
+        k.metrics().register(&mut registry);
+    }
+    endpoints
         .start(&sink, hup_rx.clone(), stop_rx.clone())
         .await?;
     tracing::info!(endpoints = sink.pool.snapshot().len(), "endpoints loaded");
-    let flags = runtime_flags(&cli, &sink.pool.snapshot());
-    let mut registry = Registry::default();
+    let flags = runtime_flags(&cli, &sink.pool.snapshot(), pool_name.as_deref());
     let origin = source.origin.clone();
     let live = Live::start(
         cfg,

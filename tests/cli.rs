@@ -60,15 +60,7 @@ fn no_endpoint_source_is_a_clear_error() {
     let (code, _, err) = switchyard(&["--secure-serving=false"]);
     assert_eq!(code, 1);
     assert!(
-        err.ends_with("error: no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE\n"),
-        "{err}"
-    );
-    let (code, _, err) = switchyard(&["--pool-name", "p"]);
-    assert_eq!(code, 1);
-    assert!(
-        err.contains(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build"
-        ),
+        err.ends_with("error: no endpoints: give --pool-name (Kubernetes), --endpoint-selector (Kubernetes, standalone), --static-endpoints ip:port,... or --static-endpoints-file FILE\n"),
         "{err}"
     );
     let (code, _, err) = switchyard(&["--static-endpoints", "localhost:80"]);

@@ -1003,7 +1003,10 @@ async fn flow_control_holds_requests_behind_envoy_and_expires_them_with_503() {
     e.num_gpu_blocks = 100;
     e.step_time.t0 = 10e-3;
     let pods = pods_with(1, &e).await;
-    // VTC flow control, saturated at 80 % KV use, with a 1 s time to live in the queue.
+    // VTC flow control, saturated at 80 % KV use, with a 1.2 s time to live in the queue: a
+    // request queued 0.3 s into the long one expires before it ends (~1.9 s), one queued after
+    // that expiry is dispatched when it ends; the window tolerates the long request taking
+    // 1.5 s to 2.7 s on a loaded machine.
     let config = "apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -1024,7 +1027,7 @@ schedulingProfiles:
 saturationDetector: {pluginRef: utilization-detector}
 flowControl:
   maxRequests: 100
-  defaultRequestTTL: 1s
+  defaultRequestTTL: 1200ms
   defaultPriorityBand: {fairnessPolicyRef: vtc, orderingPolicyRef: fcfs-ordering-policy}
 ";
     let sy = switchyard(&[
@@ -1064,7 +1067,7 @@ flowControl:
     tokio::time::sleep(Duration::from_millis(300)).await;
     let small = json!({"model": m, "prompt": "short", "max_tokens": 1}).to_string();
 
-    // Queued while the pool is saturated, past its 1 s time to live: 503 through Envoy.
+    // Queued while the pool is saturated, past its time to live: 503 through Envoy.
     let r = send(
         &c,
         &envoy,

@@ -292,7 +292,11 @@ fn parse_rewrite(path: &str, item: &Value, d: &mut Diagnostics) -> Option<ModelR
     }
     o.finish(d);
     match name {
-        Some(n) if !n.is_empty() => Some(ModelRewrite { name: n, rules }),
+        Some(n) if !n.is_empty() => Some(ModelRewrite {
+            name: n,
+            rules,
+            created: None,
+        }),
         _ => {
             d.error(format!("{path}.name"), "required");
             None

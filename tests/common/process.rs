@@ -23,10 +23,20 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with_env(args, &[], &[])
+    }
+
+    /// Like [`Proc::start`], with `set` added to the environment and `remove` taken out of it.
+    pub fn start_with_env(args: &[&str], set: &[(&str, &str)], remove: &[&str]) -> Proc {
         let admin_given = args.iter().any(|a| a.starts_with("--admin-port"));
         let admin_off = args.windows(2).any(|w| w == ["--admin-port", "off"])
             || args.contains(&"--admin-port=off");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        cmd.envs(set.iter().copied());
+        let mut child = cmd
             .args([
                 "--bind-address",
                 "127.0.0.1",
