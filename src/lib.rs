@@ -30,6 +30,7 @@
 //!   body mutation, response usage parsing, errors.
 //! - [`server`]: the listeners (ext_proc, gRPC health, metrics), TLS and graceful stop.
 //! - [`telemetry`]: the EPP's own Prometheus metrics with GIE's names.
+//! - [`tasks`]: background tasks whose panic ends the process rather than leaving it degraded.
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -44,4 +45,5 @@ pub mod prefix;
 pub mod runtime;
 pub mod scheduling;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;

@@ -44,6 +44,13 @@ impl Proc {
                 "--shutdown-grace-period",
                 "2s",
             ])
+            // Tests stop at once unless they test the drain window.
+            .args(
+                (!args.iter().any(|a| a.starts_with("--drain-timeout")))
+                    .then_some(["--drain-timeout", "0s"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
