@@ -50,6 +50,10 @@ struct Cli {
     /// Directory holding tls.crt and tls.key.
     #[arg(long)]
     cert_path: Option<PathBuf>,
+    /// PEM file of CA certificates: only clients (gateways) presenting a certificate issued by
+    /// one of them may connect to the ext_proc port (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    client_ca_file: Option<PathBuf>,
     /// Also serve grpc.health.v1 on the ext_proc port.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     health_checking: bool,
@@ -471,19 +475,31 @@ fn serving_certificate(
     stop: &watch::Receiver<bool>,
 ) -> Result<Option<Arc<server::tls::CertStore>>> {
     if !cli.secure_serving {
+        if cli.client_ca_file.is_some() {
+            bail!("--client-ca-file needs TLS: it cannot be used with --secure-serving=false");
+        }
         return Ok(None);
     }
+    let client_cas = match &cli.client_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --client-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let store = |pair: &server::tls::CertPair| match &client_cas {
+        Some(ca) => server::tls::CertStore::with_client_cas(pair, ca),
+        None => server::tls::CertStore::new(pair),
+    };
     let Some(dir) = &cli.cert_path else {
         if cli.enable_cert_reload {
             tracing::warn!(
                 "--enable-cert-reload needs --cert-path; the self-signed certificate is fixed"
             );
         }
-        return Ok(Some(server::tls::CertStore::new(
-            &server::tls::self_signed()?,
-        )?));
+        return Ok(Some(store(&server::tls::self_signed()?)?));
     };
-    let store = server::tls::CertStore::new(&server::tls::from_dir(dir)?)
+    let store = store(&server::tls::from_dir(dir)?)
         .with_context(|| format!("loading the certificate in {}", dir.display()))?;
     if cli.enable_cert_reload {
         let watch = store

@@ -294,3 +294,84 @@ async fn a_closed_stderr_does_not_stop_the_process() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A CA and a client certificate it issued (PEM), made with rcgen.
+fn ca_and_client() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["gateway".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), client.pem(), client_key.serialize_pem())
+}
+
+/// A health check over the ext_proc port with TLS (trusting `server_cert`) and, optionally, a
+/// client certificate; whether it was answered.
+async fn mtls_check(addr: SocketAddr, server_cert: &str, client: Option<(&str, &str)>) -> bool {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(server_cert))
+        .domain_name("switchyard-epp");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let Ok(endpoint) = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+    else {
+        return false;
+    };
+    let Ok(ch) = endpoint.connect().await else {
+        return false;
+    };
+    let mut hc = tonic_health::pb::health_client::HealthClient::new(ch);
+    let check = hc.check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(5), check)
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+#[tokio::test]
+async fn client_ca_file_admits_only_gateways_with_its_certificates() {
+    let dir = std::env::temp_dir().join(format!("switchyard-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = ca_and_client();
+    let (_, other_cert, other_key) = ca_and_client();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let server = switchyard::server::tls::self_signed().unwrap();
+    std::fs::write(dir.join("tls.crt"), &server.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &server.key_pem).unwrap();
+    let p = Proc::start(&[
+        "--static-endpoints",
+        "127.0.0.67:8000",
+        "--health-checking",
+        "--cert-path",
+        dir.to_str().unwrap(),
+        "--client-ca-file",
+        ca_file.to_str().unwrap(),
+    ]);
+    let sc = &server.cert_pem;
+    assert!(
+        mtls_check(p.grpc, sc, Some((&cert, &key))).await,
+        "the CA's client is served"
+    );
+    assert!(
+        !mtls_check(p.grpc, sc, None).await,
+        "no client certificate: refused"
+    );
+    assert!(
+        !mtls_check(p.grpc, sc, Some((&other_cert, &other_key))).await,
+        "another CA's client: refused"
+    );
+    let (status, log) = p.terminate();
+    assert!(status.success(), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -747,3 +747,6 @@ fn refusal(r: &Refusal) -> InferenceError {
 fn estimate_input_tokens(request: &Request) -> u64 {
     (request.prompt.len() as u64).div_ceil(4).max(1)
 }
+
+#[cfg(test)]
+mod tests;
