@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchyard_sim::demo::{Switchyard, spawn_pods};
 use switchyard_sim::engine::{EngineConfig, StepTimeCoeffs};
-use switchyard_sim::envoy::{Envoy, EnvoyError, GatewayConfig, find_envoy, render_gateway};
+use switchyard_sim::envoy::{Envoy, GatewayConfig, find_envoy, render_gateway};
 use switchyard_sim::exposition::Personality;
 use switchyard_sim::pod::Pod;
 
