@@ -33,6 +33,7 @@
 //! - [`admin`]: the admin API (`proto/`): `Explain` (a dry run of admission and scheduling, with
 //!   every filter's verdict and scorer's contribution), `GetState`/`WatchState`, and the
 //!   `switchyard explain` / `switchyard state` commands.
+//! - [`tasks`]: background tasks whose panic ends the process rather than leaving it degraded.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -48,4 +49,5 @@ pub mod prefix;
 pub mod runtime;
 pub mod scheduling;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;

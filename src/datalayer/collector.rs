@@ -209,8 +209,14 @@ impl Collector {
         });
         let (stop, stop_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(supervise(shared.clone(), stop_rx.clone())),
-            tokio::spawn(refresh_pool_metrics(shared.clone(), stop_rx)),
+            crate::tasks::spawn_critical(
+                "scrape supervisor",
+                supervise(shared.clone(), stop_rx.clone()),
+            ),
+            crate::tasks::spawn_critical(
+                "pool gauges",
+                refresh_pool_metrics(shared.clone(), stop_rx),
+            ),
         ];
         Ok(Self {
             shared,

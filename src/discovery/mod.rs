@@ -84,7 +84,10 @@ impl Source {
                         }
                     })?;
                 apply(file, &sink.pool, &sink.datastore);
-                tokio::spawn(watch_file(path, interval, sink.clone(), bytes, hup, stop));
+                crate::tasks::spawn_critical(
+                    "static endpoints watcher",
+                    watch_file(path, interval, sink.clone(), bytes, hup, stop),
+                );
             }
         }
         // Static sources are complete as soon as they are read.

@@ -23,6 +23,9 @@ use crate::runtime::Runtime;
 use crate::scheduling::{DEFAULT_FAIRNESS_ID, DecisionError, Request, SchedulerRng, Usage};
 use crate::telemetry::{ErrorLabels, ModelLabels, RequestLabels, RunningLabels};
 
+/// The most a declared `content-length` reserves before any body byte arrived.
+const MAX_BODY_PREALLOCATION: usize = 1 << 20;
+
 /// What a message produced: responses to send, whether the stream is finished, and a queued
 /// request's ticket to await before [`StreamState::admitted`] continues it.
 #[derive(Debug, Default)]
@@ -207,7 +210,9 @@ impl StreamState {
                 self.reject(self.too_large(), None, out);
                 return;
             }
-            self.body.reserve(len);
+            // A client declares the length: reserve at most this much up front and grow with
+            // the bytes that really arrive.
+            self.body.reserve(len.min(MAX_BODY_PREALLOCATION));
         }
     }
 
@@ -753,3 +758,6 @@ pub(crate) fn refusal(r: &Refusal) -> InferenceError {
 pub(crate) fn estimate_input_tokens(request: &Request) -> u64 {
     (request.prompt.len() as u64).div_ceil(4).max(1)
 }
+
+#[cfg(test)]
+mod tests;

@@ -126,7 +126,10 @@ impl FlowControlSlot {
                     self.metrics.clone(),
                     &self.pool_name,
                 );
-                tokio::spawn(fc.clone().run(self.stop.clone()));
+                crate::tasks::spawn_critical(
+                    "flow-control dispatcher",
+                    fc.clone().run(self.stop.clone()),
+                );
                 *slot = Some(fc);
             }
             (None, None) => {}
@@ -223,7 +226,10 @@ impl Live {
         });
         let collector = live.start_collector(&live.runtime())?;
         *live.collector.try_lock().expect("not shared yet") = collector;
-        tokio::spawn(forget_departed(live.clone()));
+        crate::tasks::spawn_critical(
+            "prefix and in-flight sweeper",
+            forget_departed(live.clone()),
+        );
         Ok(live)
     }
 

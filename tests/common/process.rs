@@ -54,6 +54,13 @@ impl Proc {
             } else {
                 &["--admin-port", "0"][..]
             })
+            // Tests stop at once unless they test the drain window.
+            .args(
+                (!args.iter().any(|a| a.starts_with("--drain-timeout")))
+                    .then_some(["--drain-timeout", "0s"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

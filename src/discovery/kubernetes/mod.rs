@@ -264,7 +264,10 @@ impl KubernetesSource {
     /// endpoints into the pool, objectives and rewrites into the datastore, and `synced` true
     /// iff the pool exists with a valid spec and every watch has listed once.
     pub fn spawn(self, sink: Sink, stop: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(run::run(self.client, self.opts, self.metrics, sink, stop))
+        crate::tasks::spawn_critical(
+            "kubernetes watchers",
+            run::run(self.client, self.opts, self.metrics, sink, stop),
+        )
     }
 }
 
