@@ -93,7 +93,8 @@ pub struct ReloadFailure {
 /// Why the system could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    /// The configuration was validated when loaded: what fails here are the flags.
+    #[error("{}", .0.render("flags"))]
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Collector(#[from] CollectorError),

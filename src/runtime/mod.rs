@@ -116,7 +116,7 @@ impl Flags {
             check(
                 flag,
                 d >= Duration::from_millis(1),
-                "must be at least 1ms (a period, not zero)",
+                &format!("must be at least 1ms, got {d:?}"),
             );
         }
         errors
