@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
     processing_request::Request as Msg,
@@ -71,7 +71,9 @@ pub struct StreamState {
     received_at: Instant,
     headers: Vec<(String, String)>,
     request_id: String,
-    body: BytesMut,
+    body: ReceivedBody,
+    /// The chunks the body came in, echoed when it is forwarded unchanged.
+    received: Vec<Vec<u8>>,
     body_done: bool,
     request_stream_flag: bool,
     subset: Option<Vec<std::net::IpAddr>>,
@@ -94,7 +96,8 @@ impl StreamState {
             received_at: Instant::now(),
             headers: Vec::new(),
             request_id: String::new(),
-            body: BytesMut::new(),
+            body: ReceivedBody::default(),
+            received: Vec::new(),
             body_done: false,
             request_stream_flag: false,
             subset: None,
@@ -234,11 +237,11 @@ impl StreamState {
             return;
         }
         if self.body.len() + b.body.len() > self.d.opts.max_request_body_bytes {
-            self.body = BytesMut::new();
+            self.body = ReceivedBody::default();
             self.reject(self.too_large(), None, out);
             return;
         }
-        self.body.extend_from_slice(&b.body);
+        self.body.push(b.body);
         if b.end_of_stream {
             self.finish_request_body(out);
         }
@@ -256,7 +259,8 @@ impl StreamState {
 
     fn finish_request_body(&mut self, out: &mut Output) {
         self.body_done = true;
-        let body = std::mem::take(&mut self.body).freeze();
+        let (body, received) = self.body.take();
+        self.received = received;
         match self.route(body) {
             Ok(Routing::Now(responses)) => out.responses.extend(responses),
             Ok(Routing::Wait(ticket)) => out.wait = Some(ticket),
@@ -505,10 +509,11 @@ impl StreamState {
             .collect::<Vec<_>>()
             .join(",");
 
-        let out_body = match &model_span {
-            Some(span) if target != incoming => openai::rewrite_model(&body, span, &target),
-            _ => body,
+        let rewritten = match &model_span {
+            Some(span) if target != incoming => Some(openai::rewrite_model(&body, span, &target)),
+            _ => None,
         };
+        let out_body = rewritten.as_ref().unwrap_or(&body);
         let mut set = vec![set_header(DESTINATION_ENDPOINT, &dest)];
         if !out_body.is_empty() {
             set.push(set_header("Content-Length", &out_body.len().to_string()));
@@ -523,7 +528,15 @@ impl StreamState {
             true,
         )];
         responses[0].dynamic_metadata = Some(destination_metadata(&dest));
-        body_responses(&out_body, true, true, &mut responses);
+        match &rewritten {
+            Some(b) => body_responses(b, true, true, &mut responses),
+            None => echo_body_responses(
+                std::mem::take(&mut self.received),
+                &body,
+                true,
+                &mut responses,
+            ),
+        }
 
         if !incoming.is_empty() {
             d.metrics
@@ -644,7 +657,7 @@ impl StreamState {
                 Some(r) => r.feed(&b.body, eos),
                 None => b.body,
             };
-            body_responses(&chunk, eos, false, &mut out.responses);
+            body_responses_owned(chunk, eos, false, &mut out.responses);
         } else {
             self.response.buffer.extend_from_slice(&b.body);
             if eos {
@@ -673,7 +686,7 @@ impl StreamState {
             Some(r) => r.feed(&buf, eos),
             None => buf,
         };
-        body_responses(&chunk, eos, false, &mut out.responses);
+        body_responses_owned(chunk, eos, false, &mut out.responses);
     }
 
     fn complete(&mut self) {
