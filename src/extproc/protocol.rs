@@ -259,40 +259,39 @@ pub fn body_responses_owned(
     }
 }
 
-/// A request body as the gateway sends it: a contiguous copy for the parser, and the chunks
-/// themselves, kept so that a body forwarded unchanged is echoed chunk for chunk instead of
-/// copied again and re-chunked.
+/// A request body as the gateway sends it: the chunks themselves, kept so that a body
+/// forwarded unchanged is echoed chunk for chunk instead of copied again and re-chunked, and
+/// joined once, at the end, into the contiguous copy the parser reads. (Envoy drops
+/// `content-length` in full-duplex mode, so a buffer grown as chunks arrive would be copied
+/// again at every doubling.)
 #[derive(Debug, Default)]
 pub struct ReceivedBody {
-    contiguous: bytes::BytesMut,
     chunks: Vec<Vec<u8>>,
+    len: usize,
 }
 
 impl ReceivedBody {
-    /// Room for `len` bytes (the request's `content-length`).
-    pub fn reserve(&mut self, len: usize) {
-        self.contiguous.reserve(len);
-    }
-
     pub fn len(&self) -> usize {
-        self.contiguous.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.contiguous.is_empty()
+        self.len == 0
     }
 
     pub fn push(&mut self, chunk: Vec<u8>) {
-        self.contiguous.extend_from_slice(&chunk);
+        self.len += chunk.len();
         self.chunks.push(chunk);
     }
 
     /// The whole body, and the chunks it came in; the buffer is empty afterwards.
     pub fn take(&mut self) -> (bytes::Bytes, Vec<Vec<u8>>) {
-        (
-            std::mem::take(&mut self.contiguous).freeze(),
-            std::mem::take(&mut self.chunks),
-        )
+        let chunks = std::mem::take(&mut self.chunks);
+        let mut whole = Vec::with_capacity(std::mem::take(&mut self.len));
+        for c in &chunks {
+            whole.extend_from_slice(c);
+        }
+        (bytes::Bytes::from(whole), chunks)
     }
 }
 

@@ -196,12 +196,9 @@ impl StreamState {
         }
         if let Some(len) =
             first(&self.headers, &["content-length"]).and_then(|v| v.trim().parse::<usize>().ok())
+            && len > self.d.opts.max_request_body_bytes
         {
-            if len > self.d.opts.max_request_body_bytes {
-                self.reject(self.too_large(), None, out);
-                return;
-            }
-            self.body.reserve(len);
+            self.reject(self.too_large(), None, out);
         }
     }
 
