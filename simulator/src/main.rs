@@ -305,6 +305,10 @@ struct BenchArgs {
     /// Another Switchyard build measured in the same interleaving: LABEL=PATH (repeatable).
     #[arg(long)]
     also: Vec<String>,
+    /// Another null server command in the same interleaving: LABEL=PATH (repeatable), e.g. a
+    /// wrapper that runs `switchyard-sim` under another allocator.
+    #[arg(long)]
+    also_null: Vec<String>,
     /// Extra flags for Switchyard (repeatable), e.g. --switchyard-arg=--config-file=x.yaml.
     #[arg(long, allow_hyphen_values = true)]
     switchyard_arg: Vec<String>,
@@ -330,6 +334,18 @@ fn size(s: &str) -> Result<usize, String> {
         .map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `LABEL=PATH` values of `flag`.
+fn labelled_paths(flag: &str, values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    values
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
+                .with_context(|| format!("{flag} {s:?}: expected LABEL=PATH"))
+        })
+        .collect()
+}
+
 async fn bench_extproc(a: BenchArgs) -> Result<()> {
     let mut opts = switchyard_sim::bench::BenchOptions {
         sizes: a.sizes,
@@ -339,15 +355,8 @@ async fn bench_extproc(a: BenchArgs) -> Result<()> {
         seconds: a.seconds.max(0.1),
         rounds: a.rounds.max(1),
         switchyard_bin: demo::find_switchyard(a.switchyard_bin.as_deref())?,
-        also: a
-            .also
-            .iter()
-            .map(|s| {
-                s.split_once('=')
-                    .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
-                    .with_context(|| format!("--also {s:?}: expected LABEL=PATH"))
-            })
-            .collect::<Result<_>>()?,
+        also: labelled_paths("--also", &a.also)?,
+        also_null: labelled_paths("--also-null", &a.also_null)?,
         switchyard_args: a.switchyard_arg,
         null_bin: std::env::current_exe().context("this executable")?,
         envoy: if a.gateway == GatewayChoice::Builtin {

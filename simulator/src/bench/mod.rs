@@ -55,6 +55,9 @@ pub struct BenchOptions {
     pub switchyard_args: Vec<String>,
     /// This executable, which serves the null server (`switchyard-sim null-extproc`).
     pub null_bin: PathBuf,
+    /// Further null servers in the same interleaving (e.g. the same binary under another
+    /// allocator, through a wrapper script), with their labels.
+    pub also_null: Vec<(String, PathBuf)>,
     /// Real Envoy: also measure every cell through it.
     pub envoy: Option<PathBuf>,
     /// Pin the servers to the last CPU and this process to the others.
@@ -159,25 +162,29 @@ async fn start_servers(
         let envoy = Envoy::start(bin, &cfg, 1).await?;
         Ok::<_, anyhow::Error>(envoy)
     };
-    let (child, addr) = start_null(&opts.null_bin, endpoints[0], via_envoy).await?;
-    let pid = child.id().context("null server pid")?;
-    let mut null = Server {
-        label: "null".into(),
-        proc: Proc::Null(child),
-        pid,
-        gateway: Gateway::new(Router::Proxy),
-        proxy: None,
-        envoy: None,
-        idle_cpu: 0.0,
-    };
-    if via_envoy {
-        let e = envoy_front(addr).await?;
-        null.proxy = Some(e.listener.to_string());
-        null.envoy = Some(e);
-    } else {
-        null.gateway = Gateway::connect_epp(&addr.to_string()).await?;
+    let mut nulls = vec![("null".to_string(), opts.null_bin.clone())];
+    nulls.extend(opts.also_null.iter().cloned());
+    for (label, bin) in nulls {
+        let (child, addr) = start_null(&bin, endpoints[0], via_envoy).await?;
+        let pid = child.id().context("null server pid")?;
+        let mut null = Server {
+            label,
+            proc: Proc::Null(child),
+            pid,
+            gateway: Gateway::new(Router::Proxy),
+            proxy: None,
+            envoy: None,
+            idle_cpu: 0.0,
+        };
+        if via_envoy {
+            let e = envoy_front(addr).await?;
+            null.proxy = Some(e.listener.to_string());
+            null.envoy = Some(e);
+        } else {
+            null.gateway = Gateway::connect_epp(&addr.to_string()).await?;
+        }
+        servers.push(null);
     }
-    servers.push(null);
     for (label, bin) in switchyards(opts) {
         let mut args: Vec<&str> = vec!["--static-endpoints", &list];
         if via_envoy {
