@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use switchyard::config::params::VtcParams;
+use switchyard::flowcontrol::VtcParams;
 use switchyard::flowcontrol::{
     BandConfig, ControllerConfig, Fairness, FlowController, NewItem, Ordering,
 };

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchyard::prefix::producer::{ApproxPrefixCacheProducer, PrefixSettings};
+use switchyard::prefix::producer::{ApproxPrefixCacheProducer, PrefixProducerParams};
 use switchyard::prefix::{BlockHasher, PrefixMetrics, chain_seed};
 use switchyard::scheduling::{
     CycleState, DataProducer, Endpoint, EndpointMetrics, EndpointSnapshot, EndpointState,
@@ -106,8 +106,10 @@ fn bench_request_path(c: &mut Criterion) {
         for n in [8usize, 64, 512] {
             let snap = pool(n);
             let candidates: Vec<usize> = (0..n).collect();
-            let producer =
-                ApproxPrefixCacheProducer::new(PrefixSettings::default(), PrefixMetrics::new());
+            let producer = ApproxPrefixCacheProducer::new(
+                PrefixProducerParams::default(),
+                PrefixMetrics::new(),
+            );
             let result_for = |i: usize| SchedulingResult {
                 profile_results: vec![(
                     "default".into(),

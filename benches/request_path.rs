@@ -94,7 +94,7 @@ fn bench_schedule(c: &mut Criterion) {
     let mut group = c.benchmark_group("schedule/default");
     let snap = pool(8);
     for (size, label) in SIZES {
-        let scheduler = default_config().build_scheduler();
+        let scheduler = switchyard::runtime::build_scheduler(&default_config(), None).scheduler;
         let bodies: Vec<Bytes> = (0..32)
             .map(|i| completion_body(MODEL, &prompt_text(size, i / 4, i % 4), 16, false))
             .collect();

@@ -36,7 +36,7 @@ fn pool(n: usize) -> EndpointSnapshot {
 }
 
 fn bench_decide(c: &mut Criterion) {
-    let scheduler = default_config().build_scheduler();
+    let scheduler = switchyard::runtime::build_scheduler(&default_config(), None).scheduler;
     let request = Request::new("bench", "meta-llama/Llama-3.1-8B-Instruct");
     let mut group = c.benchmark_group("decide/default-profile");
     for n in [8usize, 64, 512, 1000] {

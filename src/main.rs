@@ -10,23 +10,19 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, CommandFactory, Parser};
 use prometheus_client::registry::Registry;
 use switchyard::clock::Clock;
-use switchyard::config::{self, EndpointPickerConfig, PluginSpec};
-use switchyard::datalayer::collector::{Collector, CollectorConfig};
-use switchyard::datalayer::metrics::DataLayerMetrics;
-use switchyard::discovery::{self, Datastore};
-use switchyard::extproc::{Director, ExtProcOptions};
-use switchyard::flowcontrol::{self, FlowControl, FlowControlMetrics};
-use switchyard::pool::EndpointPool;
-use switchyard::scheduling::plugins::UtilizationFilter;
+use switchyard::config::{self, EndpointPickerConfig};
+use switchyard::discovery::{self, Sink};
+use switchyard::runtime::{ConfigOrigin, ConfigSource, Flags, Live};
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness};
-use switchyard::telemetry::RequestMetrics;
+use tokio::sync::watch;
 
 fn duration(s: &str) -> Result<Duration, String> {
-    config::value::parse_go_duration(s)
+    switchyard::decode::parse_go_duration(s)
 }
 
 fn byte_size(s: &str) -> Result<usize, String> {
-    config::value::parse_quantity(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+    switchyard::decode::parse_quantity(s)
+        .and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
 }
 
 /// Switchyard: an LLM-aware inference endpoint picker for Envoy ext_proc gateways, a drop-in
@@ -56,6 +52,14 @@ struct Cli {
     /// Also serve grpc.health.v1 on the ext_proc port.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     health_checking: bool,
+    /// Client-chosen label values (model names, fairness ids) kept per metric label; others
+    /// are counted under "other".
+    #[arg(long, default_value_t = switchyard::telemetry::DEFAULT_LABEL_VALUES)]
+    max_label_values: usize,
+    /// Flow control forgets a tenant's VTC state after it was idle this long (nothing queued or
+    /// streaming); when it returns it starts level with the backlogged tenants.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    fairness_idle_timeout: Duration,
     /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
     #[arg(long, default_value = "64Mi", value_parser = byte_size)]
     max_request_body_bytes: usize,
@@ -73,6 +77,10 @@ struct Cli {
     /// Print the effective configuration, every default spelled out, and exit.
     #[arg(long)]
     print_config: bool,
+    /// How often --config-file is re-read; a changed, valid version replaces the running
+    /// configuration (SIGHUP re-reads it at once).
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    config_reload_interval: Duration,
 
     // === Endpoints ===
     /// Static endpoints, comma-separated ip:port.
@@ -147,9 +155,12 @@ struct Cli {
     /// Go pprof endpoints (accepted; not applicable).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     enable_pprof: bool,
-    /// Reload --cert-path files when they change.
+    /// Reload --cert-path files when they change (new connections get the new certificate).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     enable_cert_reload: bool,
+    /// How often --cert-path is re-read with --enable-cert-reload.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    cert_reload_interval: Duration,
     /// Bearer-token auth on /metrics (needs Kubernetes TokenReview; not enforced).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     metrics_endpoint_auth: bool,
@@ -256,17 +267,28 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn load_config(cli: &Cli) -> Result<EndpointPickerConfig> {
-    let cfg = match (&cli.config_file, &cli.config_text) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --config-file {}", path.display()))?;
-            config::load_str(&text).with_context(|| format!("loading {}", path.display()))?
-        }
-        (None, Some(text)) => config::load_str(text).context("loading --config-text")?,
-        (None, None) => config::default_config(),
+/// The configuration the flags name, where it came from, and its text.
+fn load_config(cli: &Cli) -> Result<(EndpointPickerConfig, ConfigSource, Vec<u8>)> {
+    let (text, origin) = match (&cli.config_file, &cli.config_text) {
+        (Some(path), _) => (
+            std::fs::read(path)
+                .with_context(|| format!("reading --config-file {}", path.display()))?,
+            ConfigOrigin::File(path.clone()),
+        ),
+        (None, Some(text)) => (text.clone().into_bytes(), ConfigOrigin::Text),
+        (None, None) => (
+            config::DEFAULT_CONFIG_YAML.as_bytes().to_vec(),
+            ConfigOrigin::BuiltIn,
+        ),
     };
-    Ok(cfg)
+    let what = match &origin {
+        ConfigOrigin::File(p) => p.display().to_string(),
+        ConfigOrigin::Text => "--config-text".into(),
+        ConfigOrigin::BuiltIn => "the built-in configuration".into(),
+    };
+    let cfg = config::load_str(&String::from_utf8_lossy(&text))
+        .with_context(|| format!("loading {what}"))?;
+    Ok((cfg, ConfigSource::new(origin, &text), text))
 }
 
 fn warn_compat_flags(cli: &Cli) {
@@ -303,9 +325,6 @@ fn warn_compat_flags(cli: &Cli) {
             "--model-server-metrics-* flags are deprecated; set metrics-data-source parameters"
         );
     }
-    if cli.enable_cert_reload {
-        tracing::warn!("--enable-cert-reload is accepted but certificates are read once at start");
-    }
     if cli.tracing {
         tracing::debug!("--tracing: OpenTelemetry export is not built in; spans are not exported");
     }
@@ -313,6 +332,66 @@ fn warn_compat_flags(cli: &Cli) {
         tracing::debug!(
             "--metrics-endpoint-auth needs Kubernetes TokenReview; /metrics is served without auth"
         );
+    }
+    if cli.ha_enable_leader_election {
+        tracing::warn!("--ha-enable-leader-election needs Kubernetes; this replica always serves");
+    }
+}
+
+/// The endpoint source the flags name: exactly one of them.
+fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
+    if let Some(list) = &cli.static_endpoints {
+        return Ok(discovery::Source::List(
+            discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    if let Some(path) = &cli.static_endpoints_file {
+        return Ok(discovery::Source::File {
+            path: path.clone(),
+            interval: cli.static_endpoints_reload_interval,
+        });
+    }
+    if !cli.pool_name.is_empty() || !cli.endpoint_selector.is_empty() {
+        bail!(
+            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build; \
+             give the endpoints with --static-endpoints or --static-endpoints-file"
+        );
+    }
+    bail!("no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE")
+}
+
+/// What the runtime takes from the flags. `--model-server-metrics-port` applies only when every
+/// endpoint serves on one port, as GIE requires one target port.
+fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot) -> Flags {
+    let mut ports = snapshot.endpoints().iter().map(|e| e.endpoint.port);
+    let one_port = ports.next().filter(|p| ports.all(|q| q == *p)).is_some();
+    let metrics_port = cli.model_server_metrics_port.filter(|p| *p > 0);
+    if metrics_port.is_some() && !one_port {
+        tracing::warn!("--model-server-metrics-port is ignored: endpoints serve on several ports");
+    }
+    Flags {
+        pool_name: if cli.pool_name.is_empty() {
+            "switchyard".into()
+        } else {
+            cli.pool_name.clone()
+        },
+        pool_namespace: if cli.pool_namespace.is_empty() {
+            std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into())
+        } else {
+            cli.pool_namespace.clone()
+        },
+        max_request_body_bytes: cli.max_request_body_bytes,
+        disable_endpoint_subset_filter: cli.disable_endpoint_subset_filter,
+        refresh_metrics_interval: cli.refresh_metrics_interval,
+        refresh_prometheus_metrics_interval: cli.refresh_prometheus_metrics_interval,
+        metrics_staleness_threshold: cli.metrics_staleness_threshold,
+        model_server_metrics_scheme: cli.model_server_metrics_scheme.clone(),
+        model_server_metrics_path: cli.model_server_metrics_path.clone(),
+        model_server_metrics_insecure_skip_verify: cli
+            .model_server_metrics_https_insecure_skip_verify,
+        model_server_metrics_port: metrics_port.filter(|_| one_port),
+        max_label_values: cli.max_label_values,
+        fairness_idle_timeout: cli.fairness_idle_timeout,
     }
 }
 
@@ -328,18 +407,56 @@ async fn bind(addr: IpAddr, port: u16, what: &str) -> Result<tokio::net::TcpList
     Ok(l)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C; SIGHUP bumps `hup` (re-read the config and endpoints files).
+async fn signals(hup: watch::Sender<u64>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: re-reading the configuration and endpoints files");
+                hup.send_modify(|n| *n += 1);
+            }
+        }
     }
     tracing::info!("stop signal received");
 }
 
+/// The ext_proc certificate: none with `--secure-serving=false`, `--cert-path`'s pair (watched
+/// with `--enable-cert-reload`), or a fresh self-signed one.
+fn serving_certificate(
+    cli: &Cli,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Arc<server::tls::CertStore>>> {
+    if !cli.secure_serving {
+        return Ok(None);
+    }
+    let Some(dir) = &cli.cert_path else {
+        if cli.enable_cert_reload {
+            tracing::warn!(
+                "--enable-cert-reload needs --cert-path; the self-signed certificate is fixed"
+            );
+        }
+        return Ok(Some(server::tls::CertStore::new(
+            &server::tls::self_signed()?,
+        )?));
+    };
+    let store = server::tls::CertStore::new(&server::tls::from_dir(dir)?)
+        .with_context(|| format!("loading the certificate in {}", dir.display()))?;
+    if cli.enable_cert_reload {
+        let watch = store
+            .clone()
+            .watch_dir(dir.clone(), cli.cert_reload_interval, stop.clone());
+        tokio::spawn(watch);
+    }
+    Ok(Some(store))
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let cfg = load_config(&cli)?;
+    let (cfg, source, text) = load_config(&cli)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
@@ -348,229 +465,58 @@ async fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     warn_compat_flags(&cli);
-    if cfg.flow_control.is_some() {
-        tracing::warn!(
-            "flowControl is configured, but flow control is not part of this build yet: requests are not queued"
-        );
-    }
-
-    // Endpoints.
-    let pool = Arc::new(EndpointPool::new());
-    let datastore = Arc::new(Datastore::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(list) = &cli.static_endpoints {
-        pool.set_endpoints(discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?);
-    } else if let Some(path) = &cli.static_endpoints_file {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading --static-endpoints-file {}", path.display()))?;
-        let file = discovery::parse_static_file(&String::from_utf8_lossy(&bytes))
-            .with_context(|| format!("loading {}", path.display()))?;
-        discovery::apply(file, &pool, &datastore);
-        tokio::spawn(discovery::watch_file(
-            path.clone(),
-            cli.static_endpoints_reload_interval,
-            pool.clone(),
-            datastore.clone(),
-            bytes,
-            stop_rx.clone(),
-        ));
-    } else if !cli.pool_name.is_empty() || !cli.endpoint_selector.is_empty() {
-        bail!(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build; \
-             give the endpoints with --static-endpoints or --static-endpoints-file"
-        );
-    } else {
-        bail!("no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE");
-    }
-    if cli.ha_enable_leader_election {
-        tracing::warn!("--ha-enable-leader-election needs Kubernetes; this replica always serves");
-    }
-    tracing::info!(endpoints = pool.snapshot().len(), "endpoints loaded");
-
-    // Request path and metrics collection, on one clock.
-    let clock = Clock::new();
-    let metrics = Arc::new(RequestMetrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (hup_tx, hup_rx) = watch::channel(0u64);
+    let sink = Sink::new();
+    endpoint_source(&cli)?
+        .start(&sink, hup_rx.clone(), stop_rx.clone())
+        .await?;
+    tracing::info!(endpoints = sink.pool.snapshot().len(), "endpoints loaded");
+    let flags = runtime_flags(&cli, &sink.pool.snapshot());
     let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let pool_name = if cli.pool_name.is_empty() {
-        "switchyard".to_string()
-    } else {
-        cli.pool_name.clone()
-    };
-    let collector = match CollectorConfig::from_config(&cfg, &pool_name) {
-        Some(mut cc) => {
-            cc.refresh_interval = cli.refresh_metrics_interval;
-            cc.staleness_threshold = cli.metrics_staleness_threshold;
-            cc.prometheus_refresh_interval = cli.refresh_prometheus_metrics_interval;
-            apply_deprecated_metrics_flags(&cli, &mut cc, &pool.snapshot());
-            let dm = DataLayerMetrics::new(&pool_name);
-            dm.register(&mut registry);
-            Some(Collector::spawn(pool.clone(), cc, clock.as_fn(), dm)?)
-        }
-        None => {
-            tracing::warn!("metrics collection is disabled: scorers see no queue or KV data");
-            None
-        }
-    };
-    let pool_namespace = if cli.pool_namespace.is_empty() {
-        std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into())
-    } else {
-        cli.pool_namespace.clone()
-    };
-    let opts = ExtProcOptions {
-        max_request_body_bytes: cli.max_request_body_bytes,
-        disable_subset_filter: cli.disable_endpoint_subset_filter,
-        passthrough: matches!(cfg.plugin(cfg.parser).spec, PluginSpec::PassthroughParser),
-        served_verifier: cfg
-            .of_type("destination-endpoint-served-verifier")
-            .next()
-            .is_some(),
-        pool_namespace,
-    };
-    let built = cfg.build();
-    built.register_metrics(&mut registry);
-    let saturation = built.saturation.clone();
-    let (scheduler, producers) = built.into_parts();
-    // Endpoints that leave the pool are forgotten by the prefix index and in-flight counters.
-    {
-        let pool = pool.clone();
-        let mut membership = pool.watch_membership();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = membership.changed() => if changed.is_err() { return },
-                    _ = stop.changed() => return,
-                }
-                let snap = pool.snapshot();
-                let names: std::collections::HashSet<&str> = snap
-                    .endpoints()
-                    .iter()
-                    .map(|e| e.endpoint.name.as_str())
-                    .collect();
-                producers.retain_endpoints(|n| names.contains(n));
-            }
-        });
+    let origin = source.origin.clone();
+    let live = Live::start(
+        cfg,
+        source,
+        flags,
+        &sink,
+        Clock::new(),
+        &mut registry,
+        stop_rx.clone(),
+    )?;
+    if let ConfigOrigin::File(path) = origin {
+        let interval = cli.config_reload_interval;
+        tokio::spawn(live.clone().watch_config_file(path, interval, text, hup_rx));
     }
-    let fc_metrics = FlowControlMetrics::new();
-    fc_metrics.register(&mut registry);
-    let flow_control = flowcontrol::controller_config(&cfg).map(|fc_cfg| {
-        let detector = saturation.clone().unwrap_or_else(|| {
-            Arc::new(UtilizationFilter {
-                queue_depth_threshold: 5,
-                kv_cache_util_threshold: 0.8,
-                metrics_staleness_threshold: Duration::from_millis(200),
-                headroom: 0.0,
-            })
-        });
-        tracing::info!(
-            detector = detector.type_name(),
-            "flow control is on: requests queue while the pool is saturated"
-        );
-        let fc = FlowControl::new(
-            fc_cfg,
-            pool.clone(),
-            detector,
-            clock,
-            fc_metrics,
-            &pool_name,
-        );
-        tokio::spawn(fc.clone().run(stop_rx.clone()));
-        fc
-    });
-    if saturation.is_none() {
-        tracing::warn!(
-            "the configured saturation detector cannot judge the pool; sheddable requests are admitted"
-        );
-    }
-    let mut director = Director::new(
-        pool.clone(),
-        datastore,
-        scheduler,
-        saturation,
-        metrics,
-        opts,
-        clock,
-    );
-    if let Some(fc) = flow_control {
-        director = director.with_flow_control(fc);
-    }
-    let director = Arc::new(director);
-
-    let tls = if cli.secure_serving {
-        Some(match &cli.cert_path {
-            Some(dir) => server::tls::from_dir(dir)?,
-            None => server::tls::self_signed()?,
-        })
-    } else {
-        None
-    };
+    let tls = serving_certificate(&cli, &stop_rx)?;
     let listeners = Listeners {
         grpc: bind(cli.bind_address, cli.grpc_port, "ext_proc").await?,
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,
         metrics: bind(cli.bind_address, cli.metrics_port, "metrics").await?,
     };
-    let readiness = Readiness::default();
-    readiness.set(true);
+    let readiness = Readiness::following(sink.synced.subscribe());
+    let options = ServeOptions {
+        tls,
+        health_on_grpc_port: cli.health_checking,
+        grace: cli.shutdown_grace_period,
+    };
     let stop = async move {
-        shutdown_signal().await;
+        signals(hup_tx).await;
         let _ = stop_tx.send(true);
     };
+    let director = live.director().clone();
     server::serve(
         listeners,
         director,
         Arc::new(registry),
         readiness,
-        ServeOptions {
-            tls,
-            health_on_grpc_port: cli.health_checking,
-            grace: cli.shutdown_grace_period,
-        },
+        options,
         stop,
     )
     .await?;
-    if let Some(c) = collector {
-        c.shutdown().await;
-    }
+    live.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The deprecated `--model-server-metrics-*` flags still set the data source when its parameters
-/// were left at their defaults (GIE: parameters > changed flag > default). The metrics port
-/// applies only when every endpoint serves on one port, as GIE requires one target port.
-fn apply_deprecated_metrics_flags(
-    cli: &Cli,
-    cc: &mut CollectorConfig,
-    snapshot: &switchyard::scheduling::EndpointSnapshot,
-) {
-    let defaults = config::params::MetricsSourceParams::default();
-    if let Some(s) = &cli.model_server_metrics_scheme
-        && cc.source.scheme == defaults.scheme
-    {
-        cc.source.scheme = s.clone();
-    }
-    if let Some(p) = &cli.model_server_metrics_path
-        && cc.source.path == defaults.path
-    {
-        cc.source.path = p.clone();
-    }
-    if let Some(v) = cli.model_server_metrics_https_insecure_skip_verify
-        && cc.source.insecure_skip_verify == defaults.insecure_skip_verify
-    {
-        cc.source.insecure_skip_verify = v;
-    }
-    if let Some(port) = cli.model_server_metrics_port.filter(|p| *p > 0) {
-        let mut ports = snapshot.endpoints().iter().map(|e| e.endpoint.port);
-        let first = ports.next();
-        if first.is_some() && ports.all(|p| Some(p) == first) {
-            cc.metrics_port = Some(port);
-        } else {
-            tracing::warn!(
-                "--model-server-metrics-port is ignored: endpoints serve on several ports"
-            );
-        }
-    }
 }
 
 fn main() -> ExitCode {

@@ -432,9 +432,9 @@ async fn model_rewrite_rule_overrides_the_body_model() {
 async fn too_large_body_is_413_by_content_length_and_by_bytes() {
     let h = Harness::start(Setup {
         config: Some(HERMETIC_CONFIG.to_string()),
-        opts: switchyard::extproc::ExtProcOptions {
+        flags: switchyard::runtime::Flags {
             max_request_body_bytes: 1000,
-            ..Default::default()
+            ..Setup::default().flags
         },
         ..Default::default()
     })

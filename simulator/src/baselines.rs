@@ -19,14 +19,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::RngExt;
 use switchyard::config::{self, EndpointPickerConfig};
-use switchyard::datalayer::collector::CollectorConfig;
 use switchyard::datalayer::engine::Engines;
-use switchyard::flowcontrol::{self, ControllerConfig};
+use switchyard::flowcontrol::ControllerConfig;
 use switchyard::prefix::BlockHasher;
+use switchyard::runtime;
 use switchyard::scheduling::plugins::UtilizationFilter;
 use switchyard::scheduling::{SaturationDetector, SchedulerRng, Timestamp};
 
@@ -206,22 +205,13 @@ impl Policy {
             PolicyKind::DynamoCost => (Box::new(DynamoCost::default()), None),
         };
         // As the server: the configured detector, else GIE's utilization detector defaults.
-        let saturation = detector
-            .or_else(|| cfg.build_saturation_detector())
-            .unwrap_or_else(|| {
-                Arc::new(UtilizationFilter {
-                    queue_depth_threshold: 5,
-                    kv_cache_util_threshold: 0.8,
-                    metrics_staleness_threshold: Duration::from_millis(200),
-                    headroom: 0.0,
-                })
-            });
+        let saturation = detector.unwrap_or_else(|| Arc::new(UtilizationFilter::default()));
         EppParts {
             router,
             saturation,
-            engines: CollectorConfig::from_config(cfg, "switchyard-sim")
+            engines: runtime::collector_config(cfg, &runtime::Flags::default())
                 .map(|c| Engines::new(&c.extractor)),
-            flow_control: flowcontrol::controller_config(cfg),
+            flow_control: runtime::flow_control_config(cfg),
         }
     }
 }

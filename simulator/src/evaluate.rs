@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard::config::params::VtcParams;
+use switchyard::flowcontrol::VtcParams;
 use switchyard::flowcontrol::{BandConfig, ControllerConfig, Fairness};
 
 use crate::baselines::{EppParts, Policy};
-use crate::des::admission::{Admission, FlowControlAdmission, PassThrough};
+use crate::des::admission::Admission;
 use crate::des::{self, DesOptions, DesOutcome, Epp};
 use crate::report::{self, PolicyReport, RunFacts};
 use crate::suites::{VtcSuite, shared_prefix_trace};
@@ -152,8 +152,13 @@ impl AdmissionChoice {
         })
     }
 
-    /// The admission stage for a policy whose configuration implies `configured` flow control.
-    pub fn make(self, configured: Option<ControllerConfig>) -> Box<dyn Admission> {
+    /// The admission stage for a policy whose configuration implies `configured` flow control;
+    /// `visible_when_picked`: its saturation detector counts this EPP's in-flight requests.
+    pub fn make(
+        self,
+        configured: Option<ControllerConfig>,
+        visible_when_picked: bool,
+    ) -> Admission {
         let with_fairness = |f: Fairness| ControllerConfig {
             default_band: BandConfig {
                 fairness: f,
@@ -161,17 +166,18 @@ impl AdmissionChoice {
             },
             ..ControllerConfig::default()
         };
+        let v = visible_when_picked;
         match (self, configured) {
-            (Self::Fcfs, _) => Box::new(FlowControlAdmission::new(
-                "fcfs",
-                with_fairness(Fairness::GlobalStrict),
-            )),
-            (Self::Vtc, _) => Box::new(FlowControlAdmission::new(
+            (Self::Fcfs, _) => {
+                Admission::flow_control("fcfs", with_fairness(Fairness::GlobalStrict), v)
+            }
+            (Self::Vtc, _) => Admission::flow_control(
                 "vtc",
                 with_fairness(Fairness::Vtc(VtcParams::default())),
-            )),
-            (Self::Auto, Some(cfg)) => Box::new(FlowControlAdmission::new("flow-control", cfg)),
-            _ => Box::new(PassThrough::default()),
+                v,
+            ),
+            (Self::Auto, Some(cfg)) => Admission::flow_control("flow-control", cfg, v),
+            _ => Admission::legacy(),
         }
     }
 }
@@ -246,12 +252,12 @@ pub fn run_des(
         engines,
         flow_control,
     } = policy.epp();
-    let mut adm = admission.make(flow_control);
+    let mut adm = admission.make(flow_control, saturation.visible_when_picked());
     let outcome = des::simulate(
         trace,
         Epp {
             router: router.as_mut(),
-            admission: adm.as_mut(),
+            admission: &mut adm,
             saturation: saturation.as_ref(),
             engines: engines.as_ref(),
         },
@@ -388,9 +394,12 @@ mod tests {
     fn admission_follows_the_flow_control_gate() {
         let plain = Policy::parse("gie-default").unwrap().epp().flow_control;
         assert!(plain.is_none());
-        assert_eq!(AdmissionChoice::Auto.make(plain).name(), "pass-through");
-        assert_eq!(AdmissionChoice::Fcfs.make(None).name(), "fcfs");
-        assert_eq!(AdmissionChoice::Vtc.make(None).name(), "vtc");
+        assert_eq!(
+            AdmissionChoice::Auto.make(plain, false).name(),
+            "pass-through"
+        );
+        assert_eq!(AdmissionChoice::Fcfs.make(None, false).name(), "fcfs");
+        assert_eq!(AdmissionChoice::Vtc.make(None, false).name(), "vtc");
         let gated = switchyard::config::load_str(
             "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nfeatureGates: [flowControl]\nplugins:\n- type: queue-scorer\n",
         )
@@ -405,10 +414,13 @@ mod tests {
         let fc = p.epp().flow_control;
         assert!(fc.is_some());
         assert_eq!(
-            AdmissionChoice::Auto.make(fc.clone()).name(),
+            AdmissionChoice::Auto.make(fc.clone(), false).name(),
             "flow-control"
         );
-        assert_eq!(AdmissionChoice::PassThrough.make(fc).name(), "pass-through");
+        assert_eq!(
+            AdmissionChoice::PassThrough.make(fc, false).name(),
+            "pass-through"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ struct Cli {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    switchyard::config::value::parse_go_duration(s)
+    switchyard::decode::parse_go_duration(s)
 }
 
 /// The simulated pool.

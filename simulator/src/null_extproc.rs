@@ -160,24 +160,25 @@ pub async fn serve(opts: NullOptions) -> Result<(), NullError> {
     let addr = listener
         .local_addr()
         .map_err(|e| NullError::Bind(opts.bind, e))?;
-    let mut builder = Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    let health = if opts.secure {
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(NullExtProc::new(opts.endpoint).into_server());
+    eprintln!("{LISTENING}{addr}");
+    if opts.secure {
+        // As Switchyard serves TLS: its own acceptor, with grpc.health.v1 on the same port.
         let pair = tls::self_signed().map_err(|e| NullError::Tls(e.to_string()))?;
-        builder = builder.tls_config(tls::server_config(&pair))?;
+        let store = tls::CertStore::new(&pair).map_err(|e| NullError::Tls(e.to_string()))?;
         let ready = Readiness::default();
         ready.set(true);
-        Some(HealthService::new(ready).into_server())
+        router
+            .add_service(HealthService::new(ready).into_server())
+            .serve_with_incoming(tls::incoming(listener, store.server_config()))
+            .await?;
     } else {
-        None
-    };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    eprintln!("{LISTENING}{addr}");
-    builder
-        .add_service(NullExtProc::new(opts.endpoint).into_server())
-        .add_optional_service(health)
-        .serve_with_incoming(incoming)
-        .await?;
+        router
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+            .await?;
+    }
     Ok(())
 }

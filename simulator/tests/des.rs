@@ -180,12 +180,12 @@ fn recorded_run(
         seen: seen.clone(),
         saturation: saturation.clone(),
     };
-    let mut adm = admission.make(parts.flow_control);
+    let mut adm = admission.make(parts.flow_control, saturation.visible_when_picked());
     let outcome = des::simulate(
         trace,
         Epp {
             router: &mut router,
-            admission: adm.as_mut(),
+            admission: &mut adm,
             saturation: saturation.as_ref(),
             engines: engines.as_ref(),
         },

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::error::{ConfigError, ConfigErrors, Diagnostics};
 use super::model::*;
-use super::params::*;
 use super::registry::{DataKey, PluginSpec, Roles};
-use super::value::{Obj, index, show};
+use crate::datalayer::{ExtractorParams, MetricsSourceParams};
+use crate::decode::{ConfigError, ConfigErrors, Diagnostics, NoParams, Obj, index, kind, show};
+use crate::flowcontrol::UsageLimitParams;
+use crate::scheduling::plugins::{MaxScorePicker, SingleProfileHandler, UtilizationFilter};
 
 /// The apiVersions accepted: GIE's, and llm-d's (where the Go EPP moved).
 pub const API_VERSIONS: &[&str] = &[
@@ -169,10 +170,7 @@ struct RawFlowControl {
 fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
     let mut d = Diagnostics::default();
     if !value.is_object() {
-        d.error(
-            "",
-            format!("must be a mapping, got {}", super::value::kind(value)),
-        );
+        d.error("", format!("must be a mapping, got {}", kind(value)));
         return Err(ConfigErrors(d.errors));
     }
     let mut top = Obj::new("", Some(value), &mut d);
@@ -488,8 +486,9 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
         let first = l.plugins[..user_count]
             .iter()
             .position(|p| p.spec.roles().contains(Roles::PICKER));
-        let picker = first
-            .unwrap_or_else(|| l.add_default(PluginSpec::MaxScorePicker(PickerParams::default())));
+        let picker = first.unwrap_or_else(|| {
+            l.add_default(PluginSpec::MaxScorePicker(MaxScorePicker::default()))
+        });
         for (p, _) in &mut profiles {
             p.picker.get_or_insert(picker);
         }
@@ -510,7 +509,7 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
                     ),
                 );
             }
-            l.add_default(PluginSpec::SingleProfileHandler)
+            l.add_default(PluginSpec::SingleProfileHandler(SingleProfileHandler))
         }
         [h, rest @ ..] => {
             for &other in rest {
@@ -520,7 +519,9 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
                     format!("at most one profile handler may be defined, got {a:?} and {b:?}"),
                 );
             }
-            if l.plugins[*h].spec == PluginSpec::SingleProfileHandler && profiles.len() > 1 {
+            if matches!(l.plugins[*h].spec, PluginSpec::SingleProfileHandler(_))
+                && profiles.len() > 1
+            {
                 l.d.error(
                     "schedulingProfiles",
                     format!(
@@ -539,9 +540,7 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
         let produced = l.plugins.iter().any(|p| p.spec.produces() == Some(key));
         if consumed && !produced {
             let legacy = l.plugins.iter().find_map(|p| match &p.spec {
-                PluginSpec::PrefixCacheScorer {
-                    legacy: Some(params),
-                } => Some(params.clone()),
+                PluginSpec::PrefixCacheScorer(s) => s.legacy_producer_params,
                 _ => None,
             });
             let spec = match (key, legacy) {
@@ -562,24 +561,28 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
         None => l.named_or_default(
             "utilization-detector",
             Roles::SATURATION_DETECTOR,
-            PluginSpec::UtilizationDetector(UtilizationParams::default()),
+            PluginSpec::UtilizationDetector(UtilizationFilter::default()),
         ),
     };
     let parser = match &parser_ref {
         Some(r) => l.resolve(r, Roles::PARSER, "parser").unwrap_or(usize::MAX),
-        None => l.named_or_default("openai-parser", Roles::PARSER, PluginSpec::OpenAiParser),
+        None => l.named_or_default(
+            "openai-parser",
+            Roles::PARSER,
+            PluginSpec::OpenAiParser(NoParams),
+        ),
     };
 
     // Flow-control policies GIE always registers.
     let fcfs = l.named_or_default(
         "fcfs-ordering-policy",
         Roles::ORDERING,
-        PluginSpec::FcfsOrderingPolicy,
+        PluginSpec::FcfsOrderingPolicy(NoParams),
     );
     let strict = l.named_or_default(
         "global-strict-fairness-policy",
         Roles::FAIRNESS,
-        PluginSpec::GlobalStrictFairnessPolicy,
+        PluginSpec::GlobalStrictFairnessPolicy(NoParams),
     );
     let usage = l.named_or_default(
         "static-usage-limit-policy",

@@ -5,21 +5,15 @@
 //! means the same here; [`EndpointPickerConfig::to_yaml`] shows the result with every default
 //! spelled out.
 
-mod build;
-pub mod error;
 mod loader;
-pub mod metric_spec;
 pub mod model;
-pub mod params;
 pub mod registry;
 mod render;
-pub mod value;
 
 #[cfg(test)]
 mod tests;
 
-pub use build::{BuiltScheduler, ProducerHandles};
-pub use error::{ConfigError, ConfigErrors};
+pub use crate::decode::{ConfigError, ConfigErrors};
 pub use loader::{API_VERSIONS, DEFAULT_CONFIG_YAML, KIND, default_config, load_str};
 pub use model::*;
 pub use registry::{KNOWN_TYPES, PluginSpec, Roles};

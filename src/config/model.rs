@@ -73,8 +73,7 @@ pub struct BandSpec {
     pub fairness_policy: usize,
 }
 
-/// Default per-band byte limit (GIE).
-pub const DEFAULT_BAND_MAX_BYTES: u64 = 1_000_000_000;
+pub use crate::flowcontrol::controller::DEFAULT_BAND_MAX_BYTES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowControlSpec {

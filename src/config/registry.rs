@@ -1,12 +1,17 @@
-//! The closed set of plugin types, readable in one screen: each GIE type name, the roles it can
-//! fill, and its typed parameters.
+//! The closed set of plugin types, readable in one screen: each GIE type name, its Rust type
+//! (whose file holds its typed parameters, their defaults and their decoding), the roles it can
+//! fill and the per-request data it reads. Adding a plugin is one line here.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::error::Diagnostics;
-use super::params::*;
-use super::value::Obj;
-
+use crate::datalayer::{ExtractorParams, MetricsSourceParams};
+use crate::decode::{Diagnostics, NoParams, Obj, Params};
+use crate::flowcontrol::{UsageLimitParams, VtcParams};
+use crate::prefix::producer::PrefixProducerParams;
+use crate::scheduling::plugins::*;
+use crate::scheduling::{Filter, Picker, Scorer};
 /// What a plugin can do. One plugin may have several roles (a saturation detector is also a
 /// filter); a profile slots it by the roles it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,76 +56,143 @@ impl DataKey {
             DataKey::PrefixCacheMatchInfo => {
                 PluginSpec::ApproxPrefixCacheProducer(PrefixProducerParams::default())
             }
-            DataKey::InFlightLoad => PluginSpec::InflightLoadProducer,
+            DataKey::InFlightLoad => PluginSpec::InflightLoadProducer(NoParams),
         }
     }
 }
 
-/// A plugin type with its decoded parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PluginSpec {
-    QueueScorer,
-    KvCacheUtilizationScorer,
-    RunningRequestsSizeScorer,
-    LoraAffinityScorer,
-    /// `legacy` holds producer parameters given on the scorer, as older GIE releases did.
-    PrefixCacheScorer {
-        legacy: Option<PrefixProducerParams>,
-    },
-    TokenLoadScorer(TokenLoadParams),
-    MaxScorePicker(PickerParams),
-    RandomPicker(PickerParams),
-    WeightedRandomPicker(PickerParams),
-    SingleProfileHandler,
-    HeaderBasedTestingFilter,
-    PrefixCacheAffinityFilter(AffinityFilterParams),
-    ApproxPrefixCacheProducer(PrefixProducerParams),
-    InflightLoadProducer,
-    UtilizationDetector(UtilizationParams),
-    ConcurrencyDetector(ConcurrencyParams),
-    MetricsDataSource(MetricsSourceParams),
-    CoreMetricsExtractor(ExtractorParams),
-    GlobalStrictFairnessPolicy,
-    RoundRobinFairnessPolicy,
-    VtcFairnessPolicy(VtcParams),
-    FcfsOrderingPolicy,
-    EdfOrderingPolicy,
-    StaticUsageLimitPolicy(UsageLimitParams),
-    OpenAiParser,
-    PassthroughParser,
-    DestinationEndpointServedVerifier,
+/// Declares [`PluginSpec`] from one line per plugin type. Scorers, filters (detectors are filters
+/// too) and pickers are built straight from their decoded parameters; the other roles are
+/// assembled by the runtime.
+macro_rules! registry {
+    (
+        scorers { $($sv:ident($st:ty) = $sn:literal $([$($sc:ident),*])?,)* }
+        pickers { $($pv:ident($pt:ty) = $pn:literal,)* }
+        filters { $($fv:ident($ft:ty) = $fname:literal $([$($fc:ident),*])?,)* }
+        detectors { $($dv:ident($dt:ty) = $dn:literal $([$($dc:ident),*])?,)* }
+        others { $($ov:ident($ot:ty) = $on:literal : $orole:ident,)* }
+    ) => {
+        /// A plugin type with its decoded parameters.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum PluginSpec {
+            $($sv($st),)* $($pv($pt),)* $($fv($ft),)* $($dv($dt),)* $($ov($ot),)*
+        }
+
+        /// Every type name Switchyard accepts, in the order the docs list them.
+        pub const KNOWN_TYPES: &[&str] = &[$($sn,)* $($pn,)* $($fname,)* $($dn,)* $($on,)*];
+
+        impl PluginSpec {
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$sv(_) => $sn,)* $(Self::$fv(_) => $fname,)* $(Self::$dv(_) => $dn,)*
+                    $(Self::$pv(_) => $pn,)* $(Self::$ov(_) => $on,)*
+                }
+            }
+
+            pub fn roles(&self) -> Roles {
+                match self {
+                    $(Self::$sv(_) => Roles::SCORER,)*
+                    $(Self::$fv(_) => Roles::FILTER,)*
+                    $(Self::$dv(_) => Roles::SATURATION_DETECTOR.union(Roles::FILTER),)*
+                    $(Self::$pv(_) => Roles::PICKER,)*
+                    $(Self::$ov(_) => Roles::$orole,)*
+                }
+            }
+
+            /// The per-request data the plugin reads.
+            pub fn consumes(&self) -> &'static [DataKey] {
+                match self {
+                    $(Self::$sv(_) => &[$($(DataKey::$sc),*)?],)*
+                    $(Self::$fv(_) => &[$($(DataKey::$fc),*)?],)*
+                    $(Self::$dv(_) => &[$($(DataKey::$dc),*)?],)*
+                    _ => &[],
+                }
+            }
+
+            /// The effective parameters, defaults filled in; `None` for types that take none.
+            pub fn parameters(&self) -> Option<Value> {
+                match self {
+                    $(Self::$sv(p) => p.render(),)* $(Self::$fv(p) => p.render(),)*
+                    $(Self::$dv(p) => p.render(),)* $(Self::$pv(p) => p.render(),)*
+                    $(Self::$ov(p) => p.render(),)*
+                }
+            }
+
+            pub fn as_scorer(&self) -> Option<Arc<dyn Scorer>> {
+                match self {
+                    $(Self::$sv(p) => Some(Arc::new(p.clone())),)*
+                    _ => None,
+                }
+            }
+
+            pub fn as_filter(&self) -> Option<Arc<dyn Filter>> {
+                match self {
+                    $(Self::$fv(p) => Some(Arc::new(p.clone())),)*
+                    $(Self::$dv(p) => Some(Arc::new(p.clone())),)*
+                    _ => None,
+                }
+            }
+
+            pub fn as_picker(&self) -> Option<Arc<dyn Picker>> {
+                match self {
+                    $(Self::$pv(p) => Some(Arc::new(p.clone())),)*
+                    _ => None,
+                }
+            }
+
+            fn decode_known(type_name: &str, o: &mut Obj<'_>, d: &mut Diagnostics) -> Option<Self> {
+                Some(match type_name {
+                    $($sn => Self::$sv(<$st>::decode(o, d)),)*
+                    $($fname => Self::$fv(<$ft>::decode(o, d)),)*
+                    $($dn => Self::$dv(<$dt>::decode(o, d)),)*
+                    $($pn => Self::$pv(<$pt>::decode(o, d)),)*
+                    $($on => Self::$ov(<$ot>::decode(o, d)),)*
+                    _ => return None,
+                })
+            }
+        }
+    };
 }
 
-/// Every type name Switchyard accepts, in the order the docs list them.
-pub const KNOWN_TYPES: &[&str] = &[
-    "queue-scorer",
-    "kv-cache-utilization-scorer",
-    "running-requests-size-scorer",
-    "lora-affinity-scorer",
-    "prefix-cache-scorer",
-    "token-load-scorer",
-    "max-score-picker",
-    "random-picker",
-    "weighted-random-picker",
-    "single-profile-handler",
-    "header-based-testing-filter",
-    "prefix-cache-affinity-filter",
-    "approx-prefix-cache-producer",
-    "inflight-load-producer",
-    "utilization-detector",
-    "concurrency-detector",
-    "metrics-data-source",
-    "core-metrics-extractor",
-    "global-strict-fairness-policy",
-    "round-robin-fairness-policy",
-    "vtc-fairness-policy",
-    "fcfs-ordering-policy",
-    "edf-ordering-policy",
-    "static-usage-limit-policy",
-    "openai-parser",
-    "passthrough-parser",
-    "destination-endpoint-served-verifier",
-];
+registry! {
+    scorers {
+        QueueScorer(QueueScorer) = "queue-scorer",
+        KvCacheUtilizationScorer(KvCacheUtilizationScorer) = "kv-cache-utilization-scorer",
+        RunningRequestsSizeScorer(RunningRequestsSizeScorer) = "running-requests-size-scorer",
+        LoraAffinityScorer(LoraAffinityScorer) = "lora-affinity-scorer",
+        PrefixCacheScorer(PrefixCacheScorer) = "prefix-cache-scorer" [PrefixCacheMatchInfo],
+        TokenLoadScorer(TokenLoadScorer) = "token-load-scorer" [InFlightLoad],
+    }
+    pickers {
+        MaxScorePicker(MaxScorePicker) = "max-score-picker",
+        RandomPicker(RandomPicker) = "random-picker",
+        WeightedRandomPicker(WeightedRandomPicker) = "weighted-random-picker",
+    }
+    filters {
+        HeaderBasedTestingFilter(HeaderBasedTestingFilter) = "header-based-testing-filter",
+        PrefixCacheAffinityFilter(PrefixCacheAffinityFilter) = "prefix-cache-affinity-filter" [PrefixCacheMatchInfo],
+    }
+    detectors {
+        UtilizationDetector(UtilizationFilter) = "utilization-detector",
+        ConcurrencyDetector(ConcurrencyFilter) = "concurrency-detector" [InFlightLoad],
+    }
+    others {
+        SingleProfileHandler(SingleProfileHandler) = "single-profile-handler": PROFILE_HANDLER,
+        ApproxPrefixCacheProducer(PrefixProducerParams) = "approx-prefix-cache-producer": PRODUCER,
+        InflightLoadProducer(NoParams) = "inflight-load-producer": PRODUCER,
+        MetricsDataSource(MetricsSourceParams) = "metrics-data-source": DATA_SOURCE,
+        CoreMetricsExtractor(ExtractorParams) = "core-metrics-extractor": EXTRACTOR,
+        GlobalStrictFairnessPolicy(NoParams) = "global-strict-fairness-policy": FAIRNESS,
+        RoundRobinFairnessPolicy(NoParams) = "round-robin-fairness-policy": FAIRNESS,
+        VtcFairnessPolicy(VtcParams) = "vtc-fairness-policy": FAIRNESS,
+        FcfsOrderingPolicy(NoParams) = "fcfs-ordering-policy": ORDERING,
+        EdfOrderingPolicy(NoParams) = "edf-ordering-policy": ORDERING,
+        StaticUsageLimitPolicy(UsageLimitParams) = "static-usage-limit-policy": USAGE_LIMIT,
+        OpenAiParser(NoParams) = "openai-parser": PARSER,
+        PassthroughParser(NoParams) = "passthrough-parser": PARSER,
+        DestinationEndpointServedVerifier(NoParams) = "destination-endpoint-served-verifier": RESPONSE,
+    }
+}
 
 /// GIE types Switchyard deliberately does not implement, with the reason given to the user.
 const UNSUPPORTED: &[(&str, &str)] = &[
@@ -151,82 +223,12 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 impl PluginSpec {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::QueueScorer => "queue-scorer",
-            Self::KvCacheUtilizationScorer => "kv-cache-utilization-scorer",
-            Self::RunningRequestsSizeScorer => "running-requests-size-scorer",
-            Self::LoraAffinityScorer => "lora-affinity-scorer",
-            Self::PrefixCacheScorer { .. } => "prefix-cache-scorer",
-            Self::TokenLoadScorer(_) => "token-load-scorer",
-            Self::MaxScorePicker(_) => "max-score-picker",
-            Self::RandomPicker(_) => "random-picker",
-            Self::WeightedRandomPicker(_) => "weighted-random-picker",
-            Self::SingleProfileHandler => "single-profile-handler",
-            Self::HeaderBasedTestingFilter => "header-based-testing-filter",
-            Self::PrefixCacheAffinityFilter(_) => "prefix-cache-affinity-filter",
-            Self::ApproxPrefixCacheProducer(_) => "approx-prefix-cache-producer",
-            Self::InflightLoadProducer => "inflight-load-producer",
-            Self::UtilizationDetector(_) => "utilization-detector",
-            Self::ConcurrencyDetector(_) => "concurrency-detector",
-            Self::MetricsDataSource(_) => "metrics-data-source",
-            Self::CoreMetricsExtractor(_) => "core-metrics-extractor",
-            Self::GlobalStrictFairnessPolicy => "global-strict-fairness-policy",
-            Self::RoundRobinFairnessPolicy => "round-robin-fairness-policy",
-            Self::VtcFairnessPolicy(_) => "vtc-fairness-policy",
-            Self::FcfsOrderingPolicy => "fcfs-ordering-policy",
-            Self::EdfOrderingPolicy => "edf-ordering-policy",
-            Self::StaticUsageLimitPolicy(_) => "static-usage-limit-policy",
-            Self::OpenAiParser => "openai-parser",
-            Self::PassthroughParser => "passthrough-parser",
-            Self::DestinationEndpointServedVerifier => "destination-endpoint-served-verifier",
-        }
-    }
-
-    pub fn roles(&self) -> Roles {
-        match self {
-            Self::QueueScorer
-            | Self::KvCacheUtilizationScorer
-            | Self::RunningRequestsSizeScorer
-            | Self::LoraAffinityScorer
-            | Self::PrefixCacheScorer { .. }
-            | Self::TokenLoadScorer(_) => Roles::SCORER,
-            Self::MaxScorePicker(_) | Self::RandomPicker(_) | Self::WeightedRandomPicker(_) => {
-                Roles::PICKER
-            }
-            Self::SingleProfileHandler => Roles::PROFILE_HANDLER,
-            Self::HeaderBasedTestingFilter | Self::PrefixCacheAffinityFilter(_) => Roles::FILTER,
-            Self::ApproxPrefixCacheProducer(_) | Self::InflightLoadProducer => Roles::PRODUCER,
-            Self::UtilizationDetector(_) | Self::ConcurrencyDetector(_) => {
-                Roles::SATURATION_DETECTOR.union(Roles::FILTER)
-            }
-            Self::MetricsDataSource(_) => Roles::DATA_SOURCE,
-            Self::CoreMetricsExtractor(_) => Roles::EXTRACTOR,
-            Self::GlobalStrictFairnessPolicy
-            | Self::RoundRobinFairnessPolicy
-            | Self::VtcFairnessPolicy(_) => Roles::FAIRNESS,
-            Self::FcfsOrderingPolicy | Self::EdfOrderingPolicy => Roles::ORDERING,
-            Self::StaticUsageLimitPolicy(_) => Roles::USAGE_LIMIT,
-            Self::OpenAiParser | Self::PassthroughParser => Roles::PARSER,
-            Self::DestinationEndpointServedVerifier => Roles::RESPONSE,
-        }
-    }
-
+    /// The per-request data the plugin produces.
     pub fn produces(&self) -> Option<DataKey> {
         match self {
             Self::ApproxPrefixCacheProducer(_) => Some(DataKey::PrefixCacheMatchInfo),
-            Self::InflightLoadProducer => Some(DataKey::InFlightLoad),
+            Self::InflightLoadProducer(_) => Some(DataKey::InFlightLoad),
             _ => None,
-        }
-    }
-
-    pub fn consumes(&self) -> &'static [DataKey] {
-        match self {
-            Self::PrefixCacheScorer { .. } | Self::PrefixCacheAffinityFilter(_) => {
-                &[DataKey::PrefixCacheMatchInfo]
-            }
-            Self::TokenLoadScorer(_) | Self::ConcurrencyDetector(_) => &[DataKey::InFlightLoad],
-            _ => &[],
         }
     }
 
@@ -238,98 +240,20 @@ impl PluginSpec {
         path: &str,
         d: &mut Diagnostics,
     ) -> Option<Self> {
-        let ppath = format!("{path}.parameters");
-        let mut o = Obj::new(ppath, params, d);
-        let spec = match type_name {
-            "queue-scorer" => Self::QueueScorer,
-            "kv-cache-utilization-scorer" => Self::KvCacheUtilizationScorer,
-            "running-requests-size-scorer" => Self::RunningRequestsSizeScorer,
-            "lora-affinity-scorer" => Self::LoraAffinityScorer,
-            "prefix-cache-scorer" => {
-                // Older GIE releases configured prefix matching on the scorer; those parameters
-                // now belong to approx-prefix-cache-producer. Accept them so old configs load,
-                // validate them, and say where they went.
-                let legacy = if PREFIX_PRODUCER_KEYS.iter().any(|k| o.has(k)) {
-                    d.warn(format!(
-                        "{path}.parameters: prefix-cache-scorer takes no parameters any more; \
-                         they belong to approx-prefix-cache-producer and are applied to the \
-                         producer created for this scorer"
-                    ));
-                    Some(PrefixProducerParams::decode(&mut o, d))
-                } else {
-                    None
-                };
-                Self::PrefixCacheScorer { legacy }
-            }
-            "token-load-scorer" => Self::TokenLoadScorer(TokenLoadParams::decode(&mut o, d)),
-            "max-score-picker" => Self::MaxScorePicker(PickerParams::decode(&mut o, d)),
-            "random-picker" => Self::RandomPicker(PickerParams::decode(&mut o, d)),
-            "weighted-random-picker" => Self::WeightedRandomPicker(PickerParams::decode(&mut o, d)),
-            "single-profile-handler" => Self::SingleProfileHandler,
-            "header-based-testing-filter" => Self::HeaderBasedTestingFilter,
-            "prefix-cache-affinity-filter" => {
-                Self::PrefixCacheAffinityFilter(AffinityFilterParams::decode(&mut o, d))
-            }
-            "approx-prefix-cache-producer" => {
-                Self::ApproxPrefixCacheProducer(PrefixProducerParams::decode(&mut o, d))
-            }
-            "inflight-load-producer" => Self::InflightLoadProducer,
-            "utilization-detector" => {
-                Self::UtilizationDetector(UtilizationParams::decode(&mut o, d))
-            }
-            "concurrency-detector" => {
-                Self::ConcurrencyDetector(ConcurrencyParams::decode(&mut o, d))
-            }
-            "metrics-data-source" => {
-                Self::MetricsDataSource(MetricsSourceParams::decode(&mut o, d))
-            }
-            "core-metrics-extractor" => {
-                Self::CoreMetricsExtractor(ExtractorParams::decode(&mut o, d))
-            }
-            "global-strict-fairness-policy" => Self::GlobalStrictFairnessPolicy,
-            "round-robin-fairness-policy" => Self::RoundRobinFairnessPolicy,
-            "vtc-fairness-policy" => Self::VtcFairnessPolicy(VtcParams::decode(&mut o, d)),
-            "fcfs-ordering-policy" => Self::FcfsOrderingPolicy,
-            "edf-ordering-policy" => Self::EdfOrderingPolicy,
-            "static-usage-limit-policy" => {
-                Self::StaticUsageLimitPolicy(UsageLimitParams::decode(&mut o, d))
-            }
-            "openai-parser" => Self::OpenAiParser,
-            "passthrough-parser" => Self::PassthroughParser,
-            "destination-endpoint-served-verifier" => Self::DestinationEndpointServedVerifier,
-            other => {
-                let msg = match UNSUPPORTED.iter().find(|(n, _)| *n == other) {
-                    Some((_, why)) => format!("plugin type {other:?} is not supported: {why}"),
-                    None => format!(
-                        "unknown plugin type {other:?} (known types: {})",
-                        KNOWN_TYPES.join(", ")
-                    ),
-                };
-                d.error(format!("{path}.type"), msg);
-                return None;
-            }
+        let mut o = Obj::new(format!("{path}.parameters"), params, d);
+        let Some(spec) = Self::decode_known(type_name, &mut o, d) else {
+            let msg = match UNSUPPORTED.iter().find(|(n, _)| *n == type_name) {
+                Some((_, why)) => format!("plugin type {type_name:?} is not supported: {why}"),
+                None => format!(
+                    "unknown plugin type {type_name:?} (known types: {})",
+                    KNOWN_TYPES.join(", ")
+                ),
+            };
+            d.error(format!("{path}.type"), msg);
+            return None;
         };
         o.finish(d);
         Some(spec)
-    }
-
-    /// The effective parameters, defaults filled in; `None` for types that take none.
-    pub fn parameters(&self) -> Option<Value> {
-        match self {
-            Self::TokenLoadScorer(p) => Some(p.render()),
-            Self::MaxScorePicker(p) | Self::RandomPicker(p) | Self::WeightedRandomPicker(p) => {
-                Some(p.render())
-            }
-            Self::PrefixCacheAffinityFilter(p) => Some(p.render()),
-            Self::ApproxPrefixCacheProducer(p) => Some(p.render()),
-            Self::UtilizationDetector(p) => Some(p.render()),
-            Self::ConcurrencyDetector(p) => Some(p.render()),
-            Self::MetricsDataSource(p) => Some(p.render()),
-            Self::CoreMetricsExtractor(p) => Some(p.render()),
-            Self::VtcFairnessPolicy(p) => Some(p.render()),
-            Self::StaticUsageLimitPolicy(p) => Some(p.render()),
-            _ => None,
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::loader::KIND;
 use super::model::*;
-use super::params::format_duration;
+use crate::decode::format_duration;
 
 impl EndpointPickerConfig {
     pub fn to_value(&self) -> Value {

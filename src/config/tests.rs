@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use super::params::*;
 use super::*;
+use crate::datalayer::MetricsSourceParams;
+use crate::prefix::producer::PrefixProducerParams;
+use crate::runtime::build_scheduler;
+use crate::scheduling::plugins::MaxScorePicker;
 
 const HEADER: &str =
     "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n";
@@ -76,9 +79,7 @@ fn builtin_default_is_gie_default() {
     );
     assert_eq!(
         c.plugin(c.profiles[0].picker).spec,
-        PluginSpec::MaxScorePicker(PickerParams {
-            max_num_of_endpoints: 1
-        })
+        PluginSpec::MaxScorePicker(MaxScorePicker { max_endpoints: 1 })
     );
     assert_eq!(
         c.plugin(c.find("approx-prefix-cache-producer").unwrap())
@@ -445,7 +446,7 @@ fn shipped_example_configs_load_and_build() {
                 continue;
             }
             let c = load_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let _ = c.build_scheduler();
+            let _ = build_scheduler(&c, None);
             count += 1;
         }
     }
@@ -519,7 +520,7 @@ schedulingProfiles:
             "plugins[2].parameters.blockSizeTokens: must be > 0, got 0",
             "plugins[2].parameters.lruCapacityPerServer: must be > 0, got -5",
             "plugins[2].parameters.bogus: unknown field (known fields: autoTune, blockSize, blockSizeTokens, lruCapacityPerServer, maxPrefixBlocksToMatch, maxPrefixTokensToMatch)",
-            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, single-profile-handler, header-based-testing-filter, prefix-cache-affinity-filter, approx-prefix-cache-producer, inflight-load-producer, utilization-detector, concurrency-detector, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
+            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, header-based-testing-filter, prefix-cache-affinity-filter, utilization-detector, concurrency-detector, single-profile-handler, approx-prefix-cache-producer, inflight-load-producer, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
             "plugins[4].type: required",
             "schedulingProfiles[0].plugins[0].weight: must be a finite number, got \"heavy\"",
             "unknownTop: unknown field (known fields: apiVersion, dataLayer, featureGates, flowControl, kind, parser, plugins, saturationDetector, schedulingProfiles)",
@@ -737,7 +738,7 @@ fn error_display_lists_all() {
 
 #[test]
 fn built_scheduler_matches_the_config() {
-    let s = default_config().build_scheduler();
+    let s = build_scheduler(&default_config(), None).scheduler;
     let p = &s.profiles()[0];
     let scorers: Vec<(&str, f64)> = p
         .scorers
@@ -768,7 +769,7 @@ saturationDetector: {pluginRef: utilization-detector}
     )
     .unwrap();
     assert_eq!(c.profiles[0].filters, vec![c.saturation_detector]);
-    let s = c.build_scheduler();
+    let s = build_scheduler(&c, None).scheduler;
     assert_eq!(
         s.profiles()[0].filters[0].filter.type_name(),
         "utilization-detector"

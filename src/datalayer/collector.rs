@@ -19,9 +19,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::engine::{EngineMapping, Engines, SpecError};
 use super::metrics::{DataLayerMetrics, ScrapeErrorReason};
-use crate::config::EndpointPickerConfig;
-use crate::config::params::{ExtractorParams, MetricsSourceParams};
-use crate::config::registry::PluginSpec;
+use serde_json::{Value, json};
+
+use super::extractor::ExtractorParams;
+use crate::decode::{Diagnostics, Obj, Params};
 use crate::pool::EndpointPool;
 use crate::scheduling::{Endpoint, EndpointMetrics, Timestamp};
 
@@ -48,6 +49,59 @@ pub fn ensure_crypto_provider() {
 
 /// A larger page than this is refused (a real vLLM page is 40–100 KB).
 pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// `metrics-data-source`'s parameters: where each endpoint's metrics page is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSourceParams {
+    pub scheme: String,
+    pub path: String,
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for MetricsSourceParams {
+    fn default() -> Self {
+        Self {
+            scheme: "http".into(),
+            path: "/metrics".into(),
+            insecure_skip_verify: true,
+        }
+    }
+}
+
+impl Params for MetricsSourceParams {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(s) = o.string("scheme", d) {
+            if s == "http" || s == "https" {
+                p.scheme = s;
+            } else {
+                d.error(
+                    o.at("scheme"),
+                    format!("must be \"http\" or \"https\", got {s:?}"),
+                );
+            }
+        }
+        if let Some(s) = o.string("path", d) {
+            if s.starts_with('/') {
+                p.path = s;
+            } else {
+                d.error(o.at("path"), format!("must start with '/', got {s:?}"));
+            }
+        }
+        if let Some(b) = o.bool("insecureSkipVerify", d) {
+            p.insecure_skip_verify = b;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "scheme": self.scheme,
+            "path": self.path,
+            "insecureSkipVerify": self.insecure_skip_verify,
+        }))
+    }
+}
 
 /// How to collect. Built from the `dataLayer` section and the CLI flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,35 +140,6 @@ impl Default for CollectorConfig {
 }
 
 impl CollectorConfig {
-    /// The data-layer settings of `cfg`, or `None` when collection is disabled
-    /// (`dataLayer: {sources: []}`). The first `metrics-data-source` and its first
-    /// `core-metrics-extractor` are used.
-    pub fn from_config(cfg: &EndpointPickerConfig, pool_name: &str) -> Option<Self> {
-        let sources = cfg.data_layer.as_ref()?;
-        let mut out = Self {
-            pool_name: pool_name.to_string(),
-            ..Self::default()
-        };
-        for s in sources {
-            let PluginSpec::MetricsDataSource(p) = &cfg.plugin(s.source).spec else {
-                continue;
-            };
-            out.source = p.clone();
-            if let Some(x) = s
-                .extractors
-                .iter()
-                .find_map(|&i| match &cfg.plugin(i).spec {
-                    PluginSpec::CoreMetricsExtractor(x) => Some(x.clone()),
-                    _ => None,
-                })
-            {
-                out.extractor = x;
-            }
-            return Some(out);
-        }
-        None
-    }
-
     /// The scrape URL of `endpoint`.
     pub fn url(&self, endpoint: &Endpoint) -> String {
         let port = self.metrics_port.unwrap_or(endpoint.port);
@@ -473,7 +498,6 @@ fn log_transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
 
     #[test]
     fn urls_follow_gie_rules() {
@@ -486,36 +510,6 @@ mod tests {
         assert_eq!(c.url(&ep), "https://10.0.0.1:9400/prometheus/metrics");
         let v6 = Endpoint::new("b", "fd00::1".parse().unwrap(), 8000);
         assert_eq!(c.url(&v6), "https://[fd00::1]:9400/prometheus/metrics");
-    }
-
-    #[test]
-    fn config_from_the_data_layer_section() {
-        let cfg = config::default_config();
-        let c = CollectorConfig::from_config(&cfg, "p").unwrap();
-        assert_eq!(c.source, MetricsSourceParams::default());
-        assert_eq!(c.extractor, ExtractorParams::default());
-        assert_eq!(c.pool_name, "p");
-        let cfg = config::load_str(
-            "apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- name: src
-  type: metrics-data-source
-  parameters: {scheme: https, path: /prometheus/metrics}
-- name: ex
-  type: core-metrics-extractor
-  parameters: {defaultEngine: sglang}
-dataLayer:
-  sources:
-  - pluginRef: src
-    extractors: [{pluginRef: ex}]
-",
-        )
-        .unwrap();
-        let c = CollectorConfig::from_config(&cfg, "p").unwrap();
-        assert_eq!(c.source.scheme, "https");
-        assert_eq!(c.source.path, "/prometheus/metrics");
-        assert_eq!(c.extractor.default_engine, "sglang");
     }
 
     #[test]

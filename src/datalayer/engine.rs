@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use super::extractor::{BUILTIN_ENGINES, EngineConfig, ExtractorParams};
+use super::metric_spec::MetricSpec;
 use super::parse::{self, MetricType, ParseStats, Sample, Visitor};
-use crate::config::metric_spec::MetricSpec;
-use crate::config::params::{EngineConfig, ExtractorParams};
 use crate::scheduling::{Endpoint, EndpointMetrics, Timestamp};
 
 /// Labels that tell data-parallel ranks of one server apart. Series that differ only by these are
@@ -494,12 +494,11 @@ pub struct Engines {
 impl Engines {
     /// The built-ins, replaced entry by entry by `engineConfigs` (no field merge).
     pub fn new(p: &ExtractorParams) -> Self {
-        let mut by_name: HashMap<String, Arc<EngineMapping>> =
-            crate::config::params::BUILTIN_ENGINES
-                .iter()
-                .filter_map(|n| EngineMapping::builtin(n))
-                .map(|m| (m.name.clone(), Arc::new(m)))
-                .collect();
+        let mut by_name: HashMap<String, Arc<EngineMapping>> = BUILTIN_ENGINES
+            .iter()
+            .filter_map(|n| EngineMapping::builtin(n))
+            .map(|m| (m.name.clone(), Arc::new(m)))
+            .collect();
         for c in &p.engine_configs {
             by_name.insert(c.name.clone(), Arc::new(EngineMapping::from_config(c)));
         }

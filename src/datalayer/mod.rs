@@ -5,16 +5,23 @@
 //! - [`parse`]: our own tolerant, zero-copy Prometheus text parser.
 //! - [`engine`]: the vLLM, SGLang, trtllm-serve and Triton TensorRT-LLM mappings (GIE's
 //!   `core-metrics-extractor`), engine selection by pod label, and extraction.
+//! - [`extractor`], [`metric_spec`]: `core-metrics-extractor`'s parameters and metric selectors.
 //! - [`collector`]: the scrape loop (one task per endpoint), its supervisor and the pool gauges.
 //! - [`metrics`]: the data layer's Prometheus metrics.
 //! - [`fake`]: realistic vLLM pages for tests, benchmarks and fake servers.
 
 pub mod collector;
 pub mod engine;
+pub mod extractor;
 pub mod fake;
+pub mod metric_spec;
 pub mod metrics;
 pub mod parse;
 
-pub use collector::{Clock, Collector, CollectorConfig, CollectorError, monotonic_clock};
+pub use collector::{
+    Clock, Collector, CollectorConfig, CollectorError, MetricsSourceParams, monotonic_clock,
+};
 pub use engine::{EngineMapping, Engines, Extraction, Role, SpecError};
+pub use extractor::{BUILTIN_ENGINES, EngineConfig, ExtractorParams};
+pub use metric_spec::MetricSpec;
 pub use metrics::{DataLayerMetrics, ScrapeErrorReason};

@@ -43,6 +43,8 @@ pub struct Datastore {
     objectives: ArcSwap<HashMap<String, Option<i32>>>,
     /// In precedence order: the first (oldest) rewrite that matches wins.
     rewrites: ArcSwap<Vec<ModelRewrite>>,
+    /// Every model the rewrites name (matched or targeted): label values known to be legitimate.
+    models: ArcSwap<std::collections::HashSet<String>>,
 }
 
 impl Datastore {
@@ -51,7 +53,19 @@ impl Datastore {
     }
 
     pub fn set_rewrites(&self, rewrites: Vec<ModelRewrite>) {
+        let models = rewrites
+            .iter()
+            .flat_map(|rw| &rw.rules)
+            .flat_map(|r| r.exact.iter().chain(r.targets.iter().map(|t| &t.model)))
+            .cloned()
+            .collect();
+        self.models.store(Arc::new(models));
         self.rewrites.store(Arc::new(rewrites));
+    }
+
+    /// Whether the configured rewrites name `model` (so it is not a client's arbitrary value).
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.models.load().contains(model)
     }
 
     /// The priority of the objective named `name`; 0 when unknown or unset, as in GIE.

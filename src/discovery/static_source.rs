@@ -5,14 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::datastore::{Datastore, ModelRewrite, RewriteRule, RewriteTarget};
-use crate::config::error::{ConfigErrors, Diagnostics};
-use crate::config::value::{Obj, index, show};
+use crate::decode::{ConfigError, ConfigErrors, Diagnostics, Obj, index, int_of, show};
 use crate::pool::EndpointPool;
 use crate::scheduling::Endpoint;
 
@@ -57,7 +55,7 @@ pub fn parse_endpoint_list(list: &str) -> Result<Vec<Endpoint>, String> {
 /// Parses a static endpoints file, reporting every error with its path.
 pub fn parse_static_file(text: &str) -> Result<StaticFile, StaticFileError> {
     let value: Value = serde_saphyr::from_str(text).map_err(|e| {
-        StaticFileError(ConfigErrors(vec![crate::config::ConfigError {
+        StaticFileError(ConfigErrors(vec![ConfigError {
             path: String::new(),
             message: format!("not a valid YAML document: {e}"),
         }]))
@@ -161,7 +159,7 @@ fn parse_endpoint(path: &str, item: &Value, out: &mut Vec<Endpoint>, d: &mut Dia
         (None, Some(list)) => {
             for (j, v) in list.iter().enumerate() {
                 let at = index(&format!("{path}.ports"), j);
-                match crate::config::value::int_of(v) {
+                match int_of(v) {
                     Some(p) => {
                         if let Some(p) = check(p, at.clone(), d) {
                             if port_list.contains(&p) {
@@ -309,15 +307,16 @@ pub fn apply(file: StaticFile, pool: &EndpointPool, datastore: &Datastore) {
     datastore.set_rewrites(file.rewrites);
 }
 
-/// Re-reads `path` every `interval` and applies it when its content changed. An unreadable or
-/// invalid file keeps what is in force and logs why. (Polling rather than inotify: it also sees
-/// Kubernetes ConfigMap updates, which swap a symlink, and costs one small read per interval.)
+/// Re-reads `path` every `interval`, and whenever `hup` changes (SIGHUP), and applies it when its
+/// content changed. An unreadable or invalid file keeps what is in force and logs why.
+/// (Polling rather than inotify: it also sees Kubernetes ConfigMap updates, which swap a symlink,
+/// and costs one small read per interval.)
 pub async fn watch_file(
     path: PathBuf,
     interval: Duration,
-    pool: Arc<EndpointPool>,
-    datastore: Arc<Datastore>,
+    sink: super::Sink,
     mut last: Vec<u8>,
+    mut hup: tokio::sync::watch::Receiver<u64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -325,6 +324,7 @@ pub async fn watch_file(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            r = hup.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
         let bytes = match tokio::fs::read(&path).await {
@@ -344,7 +344,7 @@ pub async fn watch_file(
         match parse_static_file(&text) {
             Ok(file) => {
                 tracing::info!(path = %path.display(), endpoints = file.endpoints.len(), "static endpoints file reloaded");
-                apply(file, &pool, &datastore);
+                apply(file, &sink.pool, &sink.datastore);
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "invalid static endpoints file; keeping the endpoints in force");

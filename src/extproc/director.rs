@@ -1,4 +1,4 @@
-//! What every stream shares: the pool, the datastore, the scheduler, metrics and options.
+//! What every stream shares, and the options a configuration sets for the request path.
 
 use std::sync::Arc;
 
@@ -6,9 +6,8 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::discovery::Datastore;
-use crate::flowcontrol::FlowControl;
 use crate::pool::EndpointPool;
-use crate::scheduling::{SaturationDetector, Scheduler};
+use crate::runtime::Runtime;
 use crate::telemetry::RequestMetrics;
 
 #[derive(Debug, Clone)]
@@ -37,15 +36,13 @@ impl Default for ExtProcOptions {
     }
 }
 
+/// What every stream shares: the pool, the datastore, request metrics, the clock, and the
+/// runtime in force (swapped by [`crate::runtime::Live`] on a configuration reload).
 pub struct Director {
     pub pool: Arc<EndpointPool>,
     pub datastore: Arc<Datastore>,
-    scheduler: ArcSwap<Scheduler>,
-    pub saturation: Option<Arc<dyn SaturationDetector>>,
-    /// With the `flowControl` gate: requests queue here while the pool is saturated.
-    pub flow_control: Option<Arc<FlowControl>>,
+    runtime: ArcSwap<Runtime>,
     pub metrics: Arc<RequestMetrics>,
-    pub opts: ExtProcOptions,
     pub clock: Clock,
 }
 
@@ -53,35 +50,27 @@ impl Director {
     pub fn new(
         pool: Arc<EndpointPool>,
         datastore: Arc<Datastore>,
-        scheduler: Scheduler,
-        saturation: Option<Arc<dyn SaturationDetector>>,
+        runtime: Arc<Runtime>,
         metrics: Arc<RequestMetrics>,
-        opts: ExtProcOptions,
         clock: Clock,
     ) -> Self {
         Self {
             pool,
             datastore,
-            scheduler: ArcSwap::from_pointee(scheduler),
-            saturation,
-            flow_control: None,
+            runtime: ArcSwap::new(runtime),
             metrics,
-            opts,
             clock,
         }
     }
 
-    /// Queues requests in `fc` instead of GIE's legacy shedding.
-    pub fn with_flow_control(mut self, fc: Arc<FlowControl>) -> Self {
-        self.flow_control = Some(fc);
-        self
+    /// The runtime new requests are admitted and scheduled with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
     }
 
-    pub fn scheduler(&self) -> Arc<Scheduler> {
-        self.scheduler.load_full()
-    }
-
-    pub fn set_scheduler(&self, scheduler: Scheduler) {
-        self.scheduler.store(Arc::new(scheduler));
+    /// Installs the runtime for requests that start from now on; streams already routed finish
+    /// on the one they started with.
+    pub fn set_runtime(&self, runtime: Arc<Runtime>) {
+        self.runtime.store(runtime);
     }
 }

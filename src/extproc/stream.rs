@@ -16,8 +16,11 @@ use super::error::{Code, InferenceError};
 use super::openai;
 use super::protocol::*;
 use super::response::{ModelNameRewriter, SseUsageScanner, usage_from_json};
-use crate::flowcontrol::{Admission, NewItem, Outcome, Ticket};
-use crate::scheduling::{DEFAULT_FAIRNESS_ID, Request, SchedulerRng, Usage};
+use crate::flowcontrol::{
+    Admission, FlowControl, NewItem, Outcome, PoolSignal, Refusal, Ticket, legacy_admit,
+};
+use crate::runtime::Runtime;
+use crate::scheduling::{DEFAULT_FAIRNESS_ID, DecisionError, Request, SchedulerRng, Usage};
 use crate::telemetry::{ErrorLabels, ModelLabels, RequestLabels, RunningLabels};
 
 /// What a message produced: responses to send, whether the stream is finished, and a queued
@@ -67,6 +70,8 @@ struct ResponseState {
 
 pub struct StreamState {
     d: Arc<Director>,
+    /// The runtime this request is admitted and scheduled with, and completes on.
+    rt: Arc<Runtime>,
     rng: SchedulerRng,
     received_at: Instant,
     headers: Vec<(String, String)>,
@@ -84,6 +89,8 @@ pub struct StreamState {
     buffered_usage: Option<Usage>,
     /// A request waiting in flow control.
     pending: Option<Prepared>,
+    /// The flow controller it waits in.
+    queued_in: Option<Arc<FlowControl>>,
     /// A request flow control dispatched, until its response ends.
     admission: Option<Admission>,
 }
@@ -91,6 +98,7 @@ pub struct StreamState {
 impl StreamState {
     pub fn new(d: Arc<Director>, rng: SchedulerRng) -> Self {
         Self {
+            rt: d.runtime(),
             d,
             rng,
             received_at: Instant::now(),
@@ -107,6 +115,7 @@ impl StreamState {
             response: ResponseState::default(),
             buffered_usage: None,
             pending: None,
+            queued_in: None,
             admission: None,
         }
     }
@@ -196,7 +205,7 @@ impl StreamState {
         }
         if let Some(len) =
             first(&self.headers, &["content-length"]).and_then(|v| v.trim().parse::<usize>().ok())
-            && len > self.d.opts.max_request_body_bytes
+            && len > self.rt.extproc.max_request_body_bytes
         {
             self.reject(self.too_large(), None, out);
         }
@@ -233,7 +242,7 @@ impl StreamState {
         if self.body_done {
             return;
         }
-        if self.body.len() + b.body.len() > self.d.opts.max_request_body_bytes {
+        if self.body.len() + b.body.len() > self.rt.extproc.max_request_body_bytes {
             self.body = ReceivedBody::default();
             self.reject(self.too_large(), None, out);
             return;
@@ -249,7 +258,7 @@ impl StreamState {
             Code::PayloadTooLarge,
             format!(
                 "request body is larger than the limit of {} bytes (--max-request-body-bytes)",
-                self.d.opts.max_request_body_bytes
+                self.rt.extproc.max_request_body_bytes
             ),
         )
     }
@@ -269,13 +278,14 @@ impl StreamState {
     /// on, or why not.
     fn route(&mut self, body: Bytes) -> Result<Routing, RouteError> {
         let d = self.d.clone();
+        let rt = self.rt.clone();
         let path = first(
             &self.headers,
             &[":path", "x-original-path", "x-forwarded-path"],
         )
         .unwrap_or("/v1/completions")
         .to_string();
-        let parsed = if d.opts.passthrough {
+        let parsed = if rt.extproc.passthrough {
             None
         } else {
             Some(openai::parse(&body, &path).map_err(|e| (e, None))?)
@@ -290,23 +300,28 @@ impl StreamState {
             Some(t) if !t.is_empty() && parsed.is_some() => t.to_string(),
             _ => incoming.clone(),
         };
+        let mut rewrite_name = None;
         if parsed.is_some()
             && let Some(dec) = d.datastore.rewrite(&incoming, &mut self.rng)
         {
+            rewrite_name = Some(dec.rewrite_name);
+            target = dec.target;
+        }
+        // Label values a client chose are bounded; models the rewrites name always pass.
+        let labels = d
+            .metrics
+            .bounds
+            .model_labels(&incoming, &target, |m| d.datastore.knows_model(m));
+        if let Some(name) = rewrite_name {
             d.metrics
                 .model_rewrite_decisions_total
                 .get_or_create(&crate::telemetry::RewriteLabels {
-                    model_rewrite_name: dec.rewrite_name,
-                    model_name: incoming.clone(),
-                    target_model: dec.target.clone(),
+                    model_rewrite_name: name,
+                    model_name: labels.model_name.clone(),
+                    target_model: labels.target_model_name.clone(),
                 })
                 .inc();
-            target = dec.target;
         }
-        let labels = ModelLabels {
-            model_name: incoming.clone(),
-            target_model_name: target.clone(),
-        };
         let priority = d
             .datastore
             .priority(first(&self.headers, &OBJECTIVE_HEADERS));
@@ -324,7 +339,7 @@ impl StreamState {
             headers: self.headers.clone(),
             fairness_id,
             priority,
-            subset: if d.opts.disable_subset_filter {
+            subset: if rt.extproc.disable_subset_filter {
                 None
             } else {
                 self.subset.clone()
@@ -333,8 +348,8 @@ impl StreamState {
         d.metrics
             .request_total
             .get_or_create(&RequestLabels {
-                model_name: incoming.clone(),
-                target_model_name: target.clone(),
+                model_name: labels.model_name.clone(),
+                target_model_name: labels.target_model_name.clone(),
                 priority: priority.to_string(),
             })
             .inc();
@@ -351,21 +366,20 @@ impl StreamState {
             body,
             model_span: parsed.map(|p| p.model_span),
         };
-        let Some(fc) = &d.flow_control else {
+        let Some(fc) = &rt.flow_control else {
             // GIE's legacy admission: only sheddable requests, only when saturated.
             if prepared.request.is_sheddable()
-                && let Some(det) = &d.saturation
+                && let Some(det) = &rt.saturation
             {
                 let snapshot = d.pool.snapshot();
                 let candidates = snapshot.candidates(prepared.request.subset.as_deref());
-                if det.saturation(&snapshot, &candidates, d.clock.now()) >= 1.0 {
-                    return Err((
-                        InferenceError::new(
-                            Code::ResourceExhausted,
-                            "system saturated, sheddable request dropped",
-                        ),
-                        Some(prepared.labels),
-                    ));
+                let pool = PoolSignal {
+                    snapshot: &snapshot,
+                    detector: det.as_ref(),
+                    now: d.clock.now(),
+                };
+                if let Err(r) = legacy_admit(prepared.request.priority, &candidates, &pool) {
+                    return Err((refusal(&r), Some(prepared.labels)));
                 }
             }
             return self.schedule(prepared).map(Routing::Now);
@@ -377,14 +391,9 @@ impl StreamState {
             input_tokens: estimate_input_tokens(&prepared.request),
             ttl: None,
         };
-        match fc.enqueue(item, &prepared.incoming, &prepared.target) {
-            Err(e) => Err((
-                InferenceError::new(
-                    Code::ResourceExhausted,
-                    format!("request rejected by flow control: {e}"),
-                ),
-                Some(prepared.labels),
-            )),
+        self.queued_in = Some(fc.clone());
+        match fc.enqueue(item, &prepared.labels) {
+            Err(r) => Err((refusal(&r), Some(prepared.labels))),
             Ok(mut ticket) => match ticket.try_outcome() {
                 Some(outcome) => self.after_admission(prepared, outcome).map(Routing::Now),
                 None => {
@@ -402,31 +411,17 @@ impl StreamState {
     ) -> Result<Vec<ProcessingResponse>, RouteError> {
         match outcome {
             Outcome::Dispatched(r) => {
+                // It may have waited across a configuration reload: schedule it with the
+                // runtime in force now, and complete it on that one.
+                self.rt = self.d.runtime();
                 let fc = self
-                    .d
-                    .flow_control
-                    .clone()
-                    .expect("flow control dispatched");
+                    .queued_in
+                    .take()
+                    .expect("only flow control dispatches requests");
                 self.admission = Some(Admission::new(fc, &r));
                 self.schedule(p)
             }
-            Outcome::EvictedTtl(waited) => Err((
-                InferenceError::new(
-                    Code::ServiceUnavailable,
-                    format!(
-                        "request timed out in queue: waited {} ms, past its time to live",
-                        waited.as_millis()
-                    ),
-                ),
-                Some(p.labels),
-            )),
-            Outcome::Shutdown => Err((
-                InferenceError::new(
-                    Code::ServiceUnavailable,
-                    "request evicted from the queue: the endpoint picker is shutting down",
-                ),
-                Some(p.labels),
-            )),
+            Outcome::Refused(r) => Err((refusal(&r), Some(p.labels))),
         }
     }
 
@@ -443,48 +438,38 @@ impl StreamState {
         } = p;
         let snapshot = d.pool.snapshot();
         let now = d.clock.now();
-        let candidates = snapshot.candidates(request.subset.as_deref());
-        if candidates.is_empty() {
-            return Err((
-                InferenceError::new(
-                    Code::ServiceUnavailable,
-                    "failed to find endpoint candidates for serving the request",
-                ),
-                Some(labels),
-            ));
-        }
         let started = Instant::now();
-        let scheduler = d.scheduler();
-        let state = scheduler.prepare(&request, &snapshot, &candidates, now);
-        let result =
-            scheduler.schedule(&request, &snapshot, &candidates, &state, now, &mut self.rng);
+        let rt = self.rt.clone();
+        let decision = rt.scheduler.decide(&request, &snapshot, now, &mut self.rng);
         d.metrics
             .scheduler_e2e_duration_seconds
             .observe(started.elapsed().as_secs_f64());
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e @ DecisionError::NoCandidates) => {
+                return Err((
+                    InferenceError::new(Code::ServiceUnavailable, e.to_string()),
+                    Some(labels),
+                ));
+            }
+            Err(e @ DecisionError::Scheduling(_)) => {
                 d.metrics
                     .scheduler_attempts_total
                     .get_or_create(&crate::telemetry::AttemptLabels {
                         status: "failure".into(),
-                        target_model_name: target.clone(),
+                        target_model_name: labels.target_model_name.clone(),
                         pod_name: String::new(),
                         namespace: String::new(),
                         port: String::new(),
                     })
                     .inc();
                 return Err((
-                    InferenceError::new(
-                        Code::ResourceExhausted,
-                        format!("failed to find target endpoint: {e}"),
-                    ),
+                    InferenceError::new(Code::ResourceExhausted, e.to_string()),
                     Some(labels),
                 ));
             }
         };
-        scheduler.pre_request(&request, &snapshot, &state, &result, now);
-
+        let (result, state) = (&decision.result, &decision.state);
         let targets = result.targets();
         if let Some(a) = &mut self.admission {
             a.picked(state.prefix_hit_ratio(targets[0].index));
@@ -494,9 +479,9 @@ impl StreamState {
             .scheduler_attempts_total
             .get_or_create(&crate::telemetry::AttemptLabels {
                 status: "success".into(),
-                target_model_name: target.clone(),
+                target_model_name: labels.target_model_name.clone(),
                 pod_name: primary.name.clone(),
-                namespace: d.opts.pool_namespace.clone(),
+                namespace: rt.extproc.pool_namespace.clone(),
                 port: primary.port.to_string(),
             })
             .inc();
@@ -536,13 +521,17 @@ impl StreamState {
         }
 
         if !incoming.is_empty() {
+            let model = d
+                .metrics
+                .bounds
+                .model(&incoming, |m| d.datastore.knows_model(m));
             d.metrics
                 .running_requests
                 .get_or_create(&RunningLabels {
-                    model_name: incoming.clone(),
+                    model_name: model.clone(),
                 })
                 .inc();
-            self.running_model = Some(incoming);
+            self.running_model = Some(model);
         }
         self.routed = Some(Routed {
             endpoint_name: primary.name.clone(),
@@ -607,7 +596,7 @@ impl StreamState {
                 ModelNameRewriter::new(&r.request.target_model, &r.request.incoming_model);
         }
         let mut set = vec![set_header("x-went-into-resp-headers", "true")];
-        if self.d.opts.served_verifier {
+        if self.rt.extproc.served_verifier {
             let v = match &self.served {
                 Some(Ok(Some(ep))) => ep.clone(),
                 Some(Err(msg)) => msg.to_string(),
@@ -659,7 +648,7 @@ impl StreamState {
             self.response.buffer.extend_from_slice(&b.body);
             if eos {
                 self.flush_buffered(true, out);
-            } else if self.response.buffer.len() > self.d.opts.max_request_body_bytes {
+            } else if self.response.buffer.len() > self.rt.extproc.max_request_body_bytes {
                 // Too large to hold: pass the rest through as it comes, without usage.
                 self.response.passthrough = true;
                 self.flush_buffered(false, out);
@@ -731,8 +720,8 @@ impl StreamState {
                     .observe(u.cached_tokens as f64);
             }
         }
-        self.d
-            .scheduler()
+        self.rt
+            .scheduler
             .response_complete(&r.request, &r.endpoint_name, usage);
     }
 
@@ -745,6 +734,17 @@ impl StreamState {
                 .dec();
         }
     }
+}
+
+/// The gateway's answer to an admission refusal: 429 when the pool is overloaded, 503 when the
+/// request could not be served in time.
+fn refusal(r: &Refusal) -> InferenceError {
+    let code = if r.status() == 429 {
+        Code::ResourceExhausted
+    } else {
+        Code::ServiceUnavailable
+    };
+    InferenceError::new(code, r.message())
 }
 
 /// Input tokens flow control charges at dispatch, before the engine reports the real count:

@@ -9,13 +9,49 @@
 //! checked at enqueue, TTL eviction. Where GIE runs a 1 ms ticker, the caller here dispatches on
 //! events (an arrival, a metrics refresh, a completion, the next deadline).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::vtc::VirtualCounters;
-use crate::config::params::VtcParams;
+use serde_json::{Value, json};
+
+use super::vtc::{VirtualCounters, VtcParams};
+use crate::decode::{Diagnostics, Obj, Params};
 use crate::scheduling::Timestamp;
+
+/// Default per-band byte limit (GIE).
+pub const DEFAULT_BAND_MAX_BYTES: u64 = 1_000_000_000;
+
+/// `static-usage-limit-policy`'s parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageLimitParams {
+    /// Saturation ceiling for every band.
+    pub threshold: f64,
+}
+
+impl Default for UsageLimitParams {
+    fn default() -> Self {
+        Self { threshold: 1.0 }
+    }
+}
+
+impl Params for UsageLimitParams {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(v) = o.f64("threshold", d) {
+            if v <= 0.0 {
+                d.error(o.at("threshold"), format!("must be > 0, got {v}"));
+            } else {
+                p.threshold = v;
+            }
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({ "threshold": self.threshold }))
+    }
+}
 
 /// Identifies a queued request.
 pub type ItemId = u64;
@@ -63,7 +99,13 @@ pub struct ControllerConfig {
     pub bands: BTreeMap<i32, BandConfig>,
     /// A band is served only while the pool's saturation is below this (static usage limit).
     pub ceiling: f64,
+    /// VTC state of a tenant idle this long (nothing queued, nothing being charged) is
+    /// collected (`--fairness-idle-timeout`).
+    pub tenant_idle_timeout: Duration,
 }
+
+/// Default of [`ControllerConfig::tenant_idle_timeout`].
+pub const DEFAULT_TENANT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -72,13 +114,14 @@ impl Default for ControllerConfig {
             max_requests: 0,
             default_ttl: None,
             default_band: BandConfig {
-                max_bytes: crate::config::model::DEFAULT_BAND_MAX_BYTES,
+                max_bytes: DEFAULT_BAND_MAX_BYTES,
                 max_requests: 0,
                 ordering: Ordering::Fcfs,
                 fairness: Fairness::GlobalStrict,
             },
             bands: BTreeMap::new(),
             ceiling: 1.0,
+            tenant_idle_timeout: DEFAULT_TENANT_IDLE_TIMEOUT,
         }
     }
 }
@@ -126,6 +169,8 @@ struct Meta {
     enqueued_at: Timestamp,
     deadline: Option<Timestamp>,
     input_tokens: u64,
+    /// The request's own time to live, kept to re-admit it under a new configuration.
+    ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -247,6 +292,23 @@ impl Band {
     }
 }
 
+/// The band serving `priority`, created from its configuration (or the default band's) on first
+/// use.
+fn band_entry<'a>(
+    bands: &'a mut BTreeMap<i32, Band>,
+    cfg: &ControllerConfig,
+    priority: i32,
+) -> &'a mut Band {
+    bands.entry(priority).or_insert_with(|| {
+        Band::new(
+            cfg.bands
+                .get(&priority)
+                .unwrap_or(&cfg.default_band)
+                .clone(),
+        )
+    })
+}
+
 /// The queue state of one EPP.
 #[derive(Debug)]
 pub struct FlowController {
@@ -296,6 +358,19 @@ impl FlowController {
 
     /// Queues `item`, or refuses it when a global or band limit would be exceeded.
     pub fn enqueue(&mut self, item: NewItem, now: Timestamp) -> Result<ItemId, Rejected> {
+        let id = self.next_id;
+        self.enqueue_as(id, item, now)?;
+        Ok(id)
+    }
+
+    /// Queues `item` under the caller's `id` (unique among queued items), arrived at
+    /// `enqueued_at`: its FCFS position and deadline count from then.
+    pub fn enqueue_as(
+        &mut self,
+        id: ItemId,
+        item: NewItem,
+        enqueued_at: Timestamp,
+    ) -> Result<(), Rejected> {
         let c = &self.cfg;
         if c.max_requests > 0 && self.items.len() as u64 >= c.max_requests {
             return Err(Rejected::Capacity(format!(
@@ -309,14 +384,7 @@ impl FlowController {
                 c.max_bytes
             )));
         }
-        let band = self.bands.entry(item.priority).or_insert_with(|| {
-            Band::new(
-                c.bands
-                    .get(&item.priority)
-                    .unwrap_or(&c.default_band)
-                    .clone(),
-            )
-        });
+        let band = band_entry(&mut self.bands, c, item.priority);
         if band.cfg.max_requests > 0 && band.requests >= band.cfg.max_requests {
             return Err(Rejected::Capacity(format!(
                 "priority band {} maxRequests {} reached",
@@ -329,14 +397,13 @@ impl FlowController {
                 item.priority, band.cfg.max_bytes
             )));
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.max(id.saturating_add(1));
         let deadline = item
             .ttl
             .or(c.default_ttl)
-            .map(|ttl| now.saturating_add(ttl));
+            .map(|ttl| enqueued_at.saturating_add(ttl));
         let key = match band.cfg.ordering {
-            Ordering::Fcfs => (now.as_nanos(), id),
+            Ordering::Fcfs => (enqueued_at.as_nanos(), id),
             Ordering::Edf => (deadline.map_or(u64::MAX, Timestamp::as_nanos), id),
         };
         let tenant: Arc<str> = match band.flows.get_key_value(item.fairness_id.as_str()) {
@@ -350,6 +417,9 @@ impl FlowController {
                 t
             }
         };
+        if let Policy::Vtc(v) = &mut band.policy {
+            v.seen(&tenant, enqueued_at);
+        }
         let flow = band.flows.entry(tenant.clone()).or_default();
         flow.queue.insert(key, id);
         flow.bytes += item.bytes;
@@ -367,12 +437,50 @@ impl FlowController {
                 fairness_id: tenant,
                 key,
                 bytes: item.bytes,
-                enqueued_at: now,
+                enqueued_at,
                 deadline,
                 input_tokens: item.input_tokens,
+                ttl: item.ttl,
             },
         );
-        Ok(id)
+        Ok(())
+    }
+
+    /// Takes over `old`'s queue and its tenants' virtual counters (where the band runs VTC in
+    /// both), re-admitting every queued item under this configuration in its original order,
+    /// with its id, arrival time and time to live. Returns the items that no longer fit.
+    pub fn adopt(&mut self, mut old: FlowController) -> Vec<(Released, Rejected)> {
+        self.next_id = self.next_id.max(old.next_id);
+        for (priority, band) in &old.bands {
+            let Policy::Vtc(old_v) = &band.policy else {
+                continue;
+            };
+            if let Policy::Vtc(v) = &mut band_entry(&mut self.bands, &self.cfg, *priority).policy {
+                v.carry_over(old_v);
+            }
+        }
+        let mut items: Vec<(Timestamp, ItemId)> = old
+            .items
+            .iter()
+            .map(|(id, m)| (m.enqueued_at, *id))
+            .collect();
+        items.sort_unstable();
+        let mut refused = Vec::new();
+        for (_, id) in items {
+            let meta = old.items[&id].clone();
+            let released = old.cancel(id).expect("listed from the queue");
+            let item = NewItem {
+                fairness_id: meta.fairness_id.to_string(),
+                priority: meta.priority,
+                bytes: meta.bytes,
+                input_tokens: meta.input_tokens,
+                ttl: meta.ttl,
+            };
+            if let Err(e) = self.enqueue_as(id, item, meta.enqueued_at) {
+                refused.push((released, e));
+            }
+        }
+        refused
     }
 
     /// One dispatch decision at `saturation` (0 idle, ≥ 1 saturated): the item to release now,
@@ -516,6 +624,23 @@ impl FlowController {
             Policy::Vtc(v) => Some(v.counter(tenant)),
             _ => None,
         }
+    }
+
+    /// Collects the VTC state of tenants idle for the configured timeout that are not
+    /// backlogged and not in `charging` (dispatched requests still reporting usage). Returns
+    /// how many tenants were forgotten.
+    pub fn collect_idle(&mut self, now: Timestamp, charging: &HashSet<&str>) -> usize {
+        let idle_for = self.cfg.tenant_idle_timeout;
+        let mut n = 0;
+        for band in self.bands.values_mut() {
+            if let Policy::Vtc(v) = &mut band.policy {
+                let flows = &band.flows;
+                n += v.collect(now, idle_for, |t| {
+                    flows.contains_key(t) || charging.contains(t)
+                });
+            }
+        }
+        n
     }
 
     /// Queued requests and bytes per flow: (priority, tenant, requests, bytes).

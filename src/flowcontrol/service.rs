@@ -1,33 +1,36 @@
-//! The flow controller in the server: request streams enqueue and await a [`Ticket`]; dispatch
-//! runs inline on arrival and in one task woken by events — a metrics refresh (only while
-//! requests wait), a completion, the next TTL deadline. Nothing ticks, so an idle EPP spends no
-//! CPU here (GIE's 1 ms ticker kept a core busy).
+//! The server's shell around the admission [`Gate`]: request streams enqueue and await a
+//! [`Ticket`]; the gate runs under one lock; dispatch runs inline on arrival and in one task
+//! woken by events — a metrics refresh (only while requests wait), a completion or first token,
+//! the next TTL deadline, a reconfiguration. Nothing ticks, so an idle EPP spends no CPU here
+//! (GIE's 1 ms ticker kept a core busy). This file keeps the waiters and the metrics; every
+//! decision is the gate's, which the simulator drives too.
+//!
+//! One `FlowControl` lives as long as the process: a configuration reload reconfigures it in
+//! place, so queued requests, VTC counters and the books of dispatched requests survive.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::controller::{ControllerConfig, FlowController, ItemId, NewItem, Rejected, Released};
+use super::admission::{Arrival, Charged, Gate, PoolSignal, Refusal, Step};
+use super::controller::{ControllerConfig, ItemId, NewItem, Released};
 use super::metrics::{
     EnqueueLabels, FlowControlMetrics, PoolLabels, QueueDurationLabels, QueueLabels, TenantLabels,
 };
-use super::release::{Charge, Transit};
 use crate::clock::Clock;
 use crate::pool::EndpointPool;
 use crate::scheduling::{SaturationDetector, Timestamp, Usage};
+use crate::telemetry::ModelLabels;
 
 /// How a queued request left the queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Dispatched(Released),
-    /// Waited longer than its TTL (503).
-    EvictedTtl(Duration),
-    /// The server is shutting down (503).
-    Shutdown,
+    Refused(Refusal),
 }
 
 struct Waiter {
@@ -38,16 +41,15 @@ struct Waiter {
 }
 
 struct State {
-    ctl: FlowController,
+    gate: Gate,
+    detector: Arc<dyn SaturationDetector>,
     waiters: HashMap<ItemId, Waiter>,
-    transit: Transit,
 }
 
 pub struct FlowControl {
     state: Mutex<State>,
     wake: Notify,
     pool: Arc<EndpointPool>,
-    detector: Arc<dyn SaturationDetector>,
     clock: Clock,
     metrics: FlowControlMetrics,
     pool_name: String,
@@ -56,23 +58,31 @@ pub struct FlowControl {
 }
 
 impl FlowControl {
+    /// Flow control with `cfg`, judging saturation with `detector`; `None` starts it without a
+    /// queue (legacy admission) until [`FlowControl::reconfigure`] turns one on.
     pub fn new(
-        cfg: ControllerConfig,
+        cfg: Option<ControllerConfig>,
         pool: Arc<EndpointPool>,
         detector: Arc<dyn SaturationDetector>,
         clock: Clock,
         metrics: FlowControlMetrics,
         pool_name: &str,
     ) -> Arc<Self> {
+        let gate = match cfg {
+            Some(cfg) => {
+                metrics.tenants.set_known(weighted_tenants(&cfg));
+                Gate::new(cfg, detector.visible_when_picked())
+            }
+            None => Gate::legacy(),
+        };
         Arc::new(Self {
             state: Mutex::new(State {
-                ctl: FlowController::new(cfg),
+                gate,
+                detector,
                 waiters: HashMap::new(),
-                transit: Transit::default(),
             }),
             wake: Notify::new(),
             pool,
-            detector,
             clock,
             metrics,
             pool_name: pool_name.to_string(),
@@ -80,65 +90,110 @@ impl FlowControl {
         })
     }
 
-    /// Queues a request. The ticket resolves when it is dispatched or evicted; dropping it
+    /// Takes a reloaded configuration: queued requests are re-admitted under it (or released
+    /// when it turns flow control off, or refused with 503 when they no longer fit).
+    pub fn reconfigure(
+        &self,
+        cfg: Option<ControllerConfig>,
+        detector: Arc<dyn SaturationDetector>,
+    ) {
+        if let Some(c) = &cfg {
+            self.metrics.tenants.set_known(weighted_tenants(c));
+        }
+        let mut st = self.state.lock();
+        let visible = detector.visible_when_picked();
+        st.gate.reconfigure(cfg, visible);
+        st.detector = detector;
+        let now = self.clock.now();
+        self.cycle(&mut st, now);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Queues a request. The ticket resolves when it is dispatched or refused; dropping it
     /// unresolved (the client went away) removes the request from the queue.
+    /// `models` are the request's (bounded) model labels; the fairness id is bounded here.
     pub fn enqueue(
         self: &Arc<Self>,
         item: NewItem,
-        model_name: &str,
-        target_model_name: &str,
-    ) -> Result<Ticket, Rejected> {
+        models: &ModelLabels,
+    ) -> Result<Ticket, Refusal> {
         let started = Instant::now();
         let labels = QueueLabels {
-            fairness_id: item.fairness_id.clone(),
+            fairness_id: self.metrics.tenants.resolve(&item.fairness_id).to_string(),
             priority: item.priority.to_string(),
             inference_pool: self.pool_name.clone(),
-            model_name: model_name.to_string(),
-            target_model_name: target_model_name.to_string(),
+            model_name: models.model_name.clone(),
+            target_model_name: models.target_model_name.clone(),
         };
         let bytes = item.bytes;
+        let (fairness_id, priority) = (item.fairness_id.clone(), item.priority);
         let now = self.clock.now();
-        let mut st = self.state.lock();
-        let result = st.ctl.enqueue(item, now);
+        let snap = self.pool.snapshot();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let arrival = {
+            let pool = PoolSignal {
+                snapshot: &snap,
+                detector: st.detector.as_ref(),
+                now,
+            };
+            st.gate.arrive(item, &[], &pool)
+        };
+        let outcome = match &arrival {
+            Arrival::Queued(_) => "Enqueued",
+            Arrival::Admitted(_) => "Dispatched",
+            Arrival::Refused(_) => "RejectedCapacity",
+        };
         self.metrics
             .enqueue_duration
             .get_or_create(&EnqueueLabels {
                 fairness_id: labels.fairness_id.clone(),
                 priority: labels.priority.clone(),
-                outcome: if result.is_ok() {
-                    "Enqueued"
-                } else {
-                    "RejectedCapacity"
-                }
-                .into(),
+                outcome: outcome.into(),
             })
             .observe(started.elapsed().as_secs_f64());
-        let id = match result {
-            Ok(id) => id,
-            Err(e) => {
-                self.observe_wait(&labels, "RejectedCapacity", Duration::ZERO);
-                return Err(e);
+        let (tx, rx) = oneshot::channel();
+        let id = match arrival {
+            Arrival::Refused(r) => {
+                self.observe_wait(&labels, "RejectedCapacity", std::time::Duration::ZERO);
+                return Err(r);
+            }
+            // Flow control was turned off by a reload: nothing queues.
+            Arrival::Admitted(id) => {
+                let _ = tx.send(Outcome::Dispatched(Released {
+                    id,
+                    fairness_id: Arc::from(fairness_id.as_str()),
+                    priority,
+                    enqueued_at: now,
+                    bytes,
+                    charged_input_tokens: 0,
+                    charged_service: 0.0,
+                }));
+                id
+            }
+            Arrival::Queued(id) => {
+                self.metrics.queue_size.get_or_create(&labels).inc();
+                self.metrics
+                    .queue_bytes
+                    .get_or_create(&labels)
+                    .inc_by(bytes as i64);
+                st.waiters.insert(
+                    id,
+                    Waiter {
+                        tx,
+                        labels,
+                        bytes,
+                        enqueued: started,
+                    },
+                );
+                // GIE runs one dispatch cycle per arrival; an unsaturated pool dispatches here.
+                self.cycle(st, now);
+                id
             }
         };
-        let (tx, rx) = oneshot::channel();
-        self.metrics.queue_size.get_or_create(&labels).inc();
-        self.metrics
-            .queue_bytes
-            .get_or_create(&labels)
-            .inc_by(bytes as i64);
-        st.waiters.insert(
-            id,
-            Waiter {
-                tx,
-                labels,
-                bytes,
-                enqueued: started,
-            },
-        );
-        // GIE runs one dispatch cycle per arrival; an unsaturated pool dispatches right here.
-        self.cycle(&mut st, now);
-        let waiting = !st.ctl.is_empty();
-        drop(st);
+        let waiting = st.gate.is_waiting();
+        drop(guard);
         if waiting {
             // Make sure the background task watches metrics now that something waits.
             self.wake.notify_one();
@@ -151,7 +206,7 @@ impl FlowControl {
         })
     }
 
-    fn observe_wait(&self, labels: &QueueLabels, outcome: &str, waited: Duration) {
+    fn observe_wait(&self, labels: &QueueLabels, outcome: &str, waited: std::time::Duration) {
         self.metrics
             .queue_duration
             .get_or_create(&QueueDurationLabels {
@@ -165,8 +220,9 @@ impl FlowControl {
             .observe(waited.as_secs_f64());
     }
 
-    fn resolve(&self, st: &mut State, r: &Released, outcome: Outcome) {
-        let Some(w) = st.waiters.remove(&r.id) else {
+    /// Takes a request's waiter out of the queue metrics and tells it the outcome.
+    fn resolve(&self, st: &mut State, id: ItemId, outcome: Outcome) {
+        let Some(w) = st.waiters.remove(&id) else {
             return;
         };
         self.metrics.queue_size.get_or_create(&w.labels).dec();
@@ -176,66 +232,85 @@ impl FlowControl {
             .dec_by(w.bytes as i64);
         let name = match &outcome {
             Outcome::Dispatched(_) => "Dispatched",
-            Outcome::EvictedTtl(_) => "EvictedTTL",
-            Outcome::Shutdown => "EvictedOther",
+            Outcome::Refused(Refusal::Expired(_)) => "EvictedTTL",
+            Outcome::Refused(_) => "EvictedOther",
         };
         self.observe_wait(&w.labels, name, w.enqueued.elapsed());
-        if r.charged_service != 0.0 {
-            self.account(st, r.priority, &r.fairness_id, r.charged_service);
-        }
         let _ = w.tx.send(outcome);
     }
 
-    fn account(&self, st: &State, priority: i32, tenant: &str, service: f64) {
+    fn account(&self, c: &Charged) {
         let labels = TenantLabels {
-            fairness_id: tenant.to_string(),
-            priority: priority.to_string(),
+            fairness_id: self.metrics.tenants.resolve(&c.tenant).to_string(),
+            priority: c.priority.to_string(),
         };
-        if service > 0.0 {
+        if c.service > 0.0 {
             self.metrics
                 .tenant_service
                 .get_or_create(&labels)
-                .inc_by(service);
+                .inc_by(c.service);
         }
-        if let Some(c) = st.ctl.counter(priority, tenant) {
-            self.metrics.tenant_counter.get_or_create(&labels).set(c);
+        if let Some(counter) = c.counter {
+            self.metrics
+                .tenant_counter
+                .get_or_create(&labels)
+                .set(counter);
         }
     }
 
-    /// Expires what is due, then releases as much as the pool's saturation allows.
+    /// Lets the gate expire and release whatever it can now.
     fn cycle(&self, st: &mut State, now: Timestamp) {
         let started = Instant::now();
-        for r in st.ctl.expire(now) {
-            let ttl = now.saturating_since(r.enqueued_at);
-            self.resolve(st, &r, Outcome::EvictedTtl(ttl));
-        }
-        if st.ctl.is_empty() {
-            return;
-        }
         let snap = self.pool.snapshot();
-        let (mut saturation, per_pending) =
-            st.transit.saturation(self.detector.as_ref(), &snap, now);
-        while let Some(r) = st.ctl.dispatch(saturation) {
-            st.transit.record(r.id, now);
-            saturation += per_pending;
-            self.resolve(st, &r.clone(), Outcome::Dispatched(r));
+        loop {
+            let step = {
+                let pool = PoolSignal {
+                    snapshot: &snap,
+                    detector: st.detector.as_ref(),
+                    now,
+                };
+                st.gate.poll(&pool)
+            };
+            match step {
+                Step::Dispatch(r) => {
+                    if r.charged_service != 0.0 {
+                        let counter = st
+                            .gate
+                            .controller()
+                            .and_then(|c| c.counter(r.priority, &r.fairness_id));
+                        self.account(&Charged {
+                            priority: r.priority,
+                            tenant: r.fairness_id.clone(),
+                            service: r.charged_service,
+                            counter,
+                        });
+                    }
+                    self.resolve(st, r.id, Outcome::Dispatched(r));
+                }
+                Step::Evict(r, why) => self.resolve(st, r.id, Outcome::Refused(why)),
+                Step::WakeAt(_) | Step::Idle => break,
+            }
         }
         self.metrics
             .pool_saturation
             .get_or_create(&PoolLabels {
                 inference_pool: self.pool_name.clone(),
             })
-            .set(saturation);
+            .set(st.gate.last_saturation());
         self.metrics
             .dispatch_cycle_duration
             .observe(started.elapsed().as_secs_f64());
+        let collected = st.gate.tenants_collected();
+        let reported = self.metrics.tenants_collected.get();
+        if collected > reported {
+            self.metrics.tenants_collected.inc_by(collected - reported);
+        }
     }
 
     fn cancel(&self, id: ItemId) {
         let mut st = self.state.lock();
-        st.transit.remove(id);
-        if let Some(r) = st.ctl.cancel(id)
-            && let Some(w) = st.waiters.remove(&r.id)
+        if st.gate.cancel(id).is_some()
+            && let Some(w) = st.waiters.remove(&id)
         {
             self.metrics.queue_size.get_or_create(&w.labels).dec();
             self.metrics
@@ -246,52 +321,22 @@ impl FlowControl {
         }
     }
 
-    /// The dispatched request `id` was scheduled onto an endpoint.
-    pub fn picked(&self, id: ItemId) {
-        if self.detector.visible_when_picked() {
-            self.state.lock().transit.remove(id);
-        }
-    }
-
-    /// The pod started answering the dispatched request `id` (its first token): it is running,
-    /// not waiting, so it no longer counts towards saturation as a queued request.
-    pub fn responding(&self, id: ItemId) {
-        let mut st = self.state.lock();
-        if st.transit.remove(id) && !st.ctl.is_empty() {
-            drop(st);
+    /// Runs `f` on the gate and wakes the dispatcher when it says a queued request may go.
+    fn with_gate(&self, f: impl FnOnce(&mut Gate) -> bool) {
+        let may_release = f(&mut self.state.lock().gate);
+        if may_release {
             self.wake.notify_one();
         }
-    }
-
-    /// Charges a dispatched request's tenant (VTC bands only): a correction of the input
-    /// estimate and newly reported output tokens.
-    pub fn charge(&self, priority: i32, tenant: &str, input_delta: f64, output_tokens: u64) {
-        let mut st = self.state.lock();
-        let service = st.ctl.charge(priority, tenant, input_delta, output_tokens);
-        if service != 0.0 {
-            self.account(&st, priority, tenant, service);
-        }
-    }
-
-    /// A dispatched request finished: what it held may free capacity.
-    pub fn completed(&self, id: ItemId) {
-        let mut st = self.state.lock();
-        st.transit.remove(id);
-        let waiting = !st.ctl.is_empty();
-        drop(st);
-        if waiting {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Whether the band for `priority` charges only uncached input tokens.
-    pub fn charges_uncached_only(&self, priority: i32) -> bool {
-        self.state.lock().ctl.charges_uncached_only(priority)
     }
 
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
-        self.state.lock().ctl.len()
+        self.state.lock().gate.queued()
+    }
+
+    /// Whether requests queue here (the current configuration has flow control).
+    pub fn queues(&self) -> bool {
+        self.state.lock().gate.queues()
     }
 
     /// Dispatch cycles the background task has run.
@@ -301,13 +346,13 @@ impl FlowControl {
 
     /// The dispatcher: sleeps until woken by an arrival that had to wait, a completion, a
     /// metrics refresh while requests wait, or the next deadline. Resolves everything still
-    /// queued with [`Outcome::Shutdown`] when `stop` fires.
+    /// queued with [`Refusal::Shutdown`] when `stop` fires.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut metrics = self.pool.watch_metrics();
         loop {
             let (waiting, deadline) = {
                 let st = self.state.lock();
-                (!st.ctl.is_empty(), st.ctl.next_deadline())
+                (st.gate.is_waiting(), st.gate.next_deadline())
             };
             let sleep = deadline.map(|d| d.saturating_since(self.clock.now()));
             metrics.mark_unchanged();
@@ -325,11 +370,23 @@ impl FlowControl {
         let mut st = self.state.lock();
         let ids: Vec<ItemId> = st.waiters.keys().copied().collect();
         for id in ids {
-            if let Some(r) = st.ctl.cancel(id) {
-                self.resolve(&mut st, &r, Outcome::Shutdown);
+            if st.gate.cancel(id).is_some() {
+                self.resolve(&mut st, id, Outcome::Refused(Refusal::Shutdown));
             }
         }
     }
+}
+
+/// The tenants a configuration names (VTC weights): their label values always pass the bound.
+fn weighted_tenants(cfg: &ControllerConfig) -> Vec<String> {
+    std::iter::once(&cfg.default_band)
+        .chain(cfg.bands.values())
+        .filter_map(|b| match &b.fairness {
+            super::controller::Fairness::Vtc(p) => Some(p.tenant_weights.keys().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// A queued request's claim on its outcome.
@@ -356,7 +413,9 @@ impl Ticket {
 
     /// Waits for the outcome.
     pub async fn wait(&mut self) -> Outcome {
-        let o = (&mut self.rx).await.unwrap_or(Outcome::Shutdown);
+        let o = (&mut self.rx)
+            .await
+            .unwrap_or(Outcome::Refused(Refusal::Shutdown));
         self.resolved = true;
         o
     }
@@ -377,23 +436,20 @@ impl Drop for Ticket {
     }
 }
 
-/// What a dispatched request's stream reports back: the pick, usage as the response streams,
-/// completion. Charges VTC bands and releases what the request held.
+/// A dispatched request's line back to flow control: the pick, the first token, usage as the
+/// response streams, completion. The gate charges VTC bands and releases what the request held.
 pub struct Admission {
     fc: Arc<FlowControl>,
     id: ItemId,
-    charge: Charge,
     responded: bool,
     done: bool,
 }
 
 impl Admission {
     pub fn new(fc: Arc<FlowControl>, r: &Released) -> Self {
-        let charge = Charge::new(r, fc.charges_uncached_only(r.priority));
         Self {
             fc,
             id: r.id,
-            charge,
             responded: false,
             done: false,
         }
@@ -402,29 +458,26 @@ impl Admission {
     /// The request was scheduled; `prefix_hit` is the fraction of its prompt blocks the picked
     /// endpoint holds per the prefix index, when one runs.
     pub fn picked(&mut self, prefix_hit: Option<f64>) {
-        self.fc.picked(self.id);
-        let input = self.charge.picked(prefix_hit);
-        self.apply(input, 0);
+        let charged = self.fc.state.lock().gate.picked(self.id, prefix_hit);
+        if let Some(c) = charged {
+            self.fc.account(&c);
+        }
     }
 
     /// The first bytes of the response body arrived (for a stream, the first token).
     pub fn responding(&mut self) {
         if !self.responded {
             self.responded = true;
-            self.fc.responding(self.id);
+            let id = self.id;
+            self.fc.with_gate(|g| g.first_token(id));
         }
     }
 
     /// Usage as the response reports it (cumulative, possibly partial while streaming).
     pub fn usage(&mut self, u: Usage) {
-        let (input, output) = self.charge.usage(u);
-        self.apply(input, output);
-    }
-
-    fn apply(&self, input: f64, output: u64) {
-        if input != 0.0 || output > 0 {
-            self.fc
-                .charge(self.charge.priority, &self.charge.tenant, input, output);
+        let charged = self.fc.state.lock().gate.usage(self.id, u);
+        if let Some(c) = charged {
+            self.fc.account(&c);
         }
     }
 
@@ -432,7 +485,8 @@ impl Admission {
     pub fn complete(&mut self) {
         if !self.done {
             self.done = true;
-            self.fc.completed(self.id);
+            let id = self.id;
+            self.fc.with_gate(|g| g.complete(id));
         }
     }
 }

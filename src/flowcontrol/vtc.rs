@@ -8,10 +8,91 @@
 //! reports them; together these keep two continuously backlogged tenants within `2·U` of each
 //! other (U = the largest charge one request can cause before the next dispatch).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::params::VtcParams;
+use serde_json::{Value, json};
+
+use crate::decode::{Diagnostics, Obj, Params, show};
+use crate::scheduling::Timestamp;
+
+// === vtc-fairness-policy parameters ===
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VtcParams {
+    pub input_token_weight: f64,
+    pub output_token_weight: f64,
+    /// Per-tenant weights (fairness id → weight > 0); a tenant of weight 2 gets twice the service.
+    pub tenant_weights: BTreeMap<String, f64>,
+    /// Charge only input tokens the engine did not find in its prefix cache.
+    pub charge_uncached_input_only: bool,
+}
+
+impl Default for VtcParams {
+    fn default() -> Self {
+        Self {
+            input_token_weight: 1.0,
+            output_token_weight: 2.0,
+            tenant_weights: BTreeMap::new(),
+            charge_uncached_input_only: false,
+        }
+    }
+}
+
+impl Params for VtcParams {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(v) = o.non_negative("inputTokenWeight", d) {
+            p.input_token_weight = v;
+        }
+        if let Some(v) = o.non_negative("outputTokenWeight", d) {
+            p.output_token_weight = v;
+        }
+        if p.input_token_weight == 0.0 && p.output_token_weight == 0.0 {
+            d.error(
+                o.path.clone(),
+                "inputTokenWeight and outputTokenWeight must not both be 0",
+            );
+        }
+        let path = o.at("tenantWeights");
+        if let Some(v) = o.get("tenantWeights") {
+            match v {
+                Value::Object(m) => {
+                    for (tenant, w) in m {
+                        match w.as_f64() {
+                            Some(x) if x.is_finite() && x > 0.0 => {
+                                p.tenant_weights.insert(tenant.clone(), x);
+                            }
+                            _ => d.error(
+                                format!("{path}.{tenant}"),
+                                format!("must be a number > 0, got {}", show(w)),
+                            ),
+                        }
+                    }
+                }
+                other => d.error(
+                    path,
+                    format!("must be a mapping of tenant to weight, got {}", show(other)),
+                ),
+            }
+        }
+        if let Some(b) = o.bool("chargeUncachedInputOnly", d) {
+            p.charge_uncached_input_only = b;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "inputTokenWeight": self.input_token_weight,
+            "outputTokenWeight": self.output_token_weight,
+            "tenantWeights": self.tenant_weights,
+            "chargeUncachedInputOnly": self.charge_uncached_input_only,
+        }))
+    }
+}
+
+// === impl VirtualCounters ===
 
 #[derive(Debug, Clone)]
 pub struct VirtualCounters {
@@ -19,6 +100,8 @@ pub struct VirtualCounters {
     output_weight: f64,
     tenant_weights: HashMap<Arc<str>, f64>,
     counters: HashMap<Arc<str>, f64>,
+    /// When each tenant last asked for service.
+    last_seen: HashMap<Arc<str>, Timestamp>,
 }
 
 impl VirtualCounters {
@@ -32,7 +115,57 @@ impl VirtualCounters {
                 .map(|(k, v)| (Arc::from(k.as_str()), *v))
                 .collect(),
             counters: HashMap::new(),
+            last_seen: HashMap::new(),
         }
+    }
+
+    /// Takes over `old`'s counters (a configuration reload): service already received keeps
+    /// counting, so a reload cannot reset fairness.
+    pub fn carry_over(&mut self, old: &VirtualCounters) {
+        self.counters.clone_from(&old.counters);
+        self.last_seen.clone_from(&old.last_seen);
+    }
+
+    /// `tenant` asked for service at `now`.
+    pub fn seen(&mut self, tenant: &Arc<str>, now: Timestamp) {
+        self.last_seen.insert(tenant.clone(), now);
+    }
+
+    /// Forgets tenants idle for `idle_for` (not asked for service since) that `keep` does not
+    /// hold (backlogged, or with responses still being charged). A tenant that comes back starts
+    /// again and is lifted to the backlogged tenants' smallest counter, as after any idle spell.
+    /// Returns how many were forgotten.
+    pub fn collect(
+        &mut self,
+        now: Timestamp,
+        idle_for: std::time::Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let before = self.counters.len();
+        let last_seen = &self.last_seen;
+        self.counters.retain(|t, _| {
+            keep(t)
+                || last_seen
+                    .get(t)
+                    .is_some_and(|&at| now.saturating_since(at) < idle_for)
+        });
+        let counters = &self.counters;
+        self.last_seen.retain(|t, _| counters.contains_key(t));
+        before - self.counters.len()
+    }
+
+    /// Tenants with a counter.
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
+    /// Every tenant's counter.
+    pub fn counters(&self) -> impl Iterator<Item = (&Arc<str>, f64)> {
+        self.counters.iter().map(|(t, c)| (t, *c))
     }
 
     /// The tenant's counter; a tenant never seen starts at 0.
@@ -96,6 +229,27 @@ mod tests {
 
     fn t(s: &str) -> Arc<str> {
         Arc::from(s)
+    }
+
+    #[test]
+    fn idle_tenants_are_collected_unless_kept() {
+        let mut v = VirtualCounters::new(&VtcParams::default());
+        let (a, b, c) = (t("a"), t("b"), t("c"));
+        for (x, at) in [(&a, 0), (&b, 0), (&c, 50)] {
+            v.seen(x, Timestamp::from_millis(at * 1000));
+            v.charge(x, 10.0, 0.0);
+        }
+        let idle = std::time::Duration::from_secs(60);
+        assert_eq!(
+            v.collect(Timestamp::from_millis(30 * 1000), idle, |_| false),
+            0
+        );
+        // a and b are idle for 60 s at t=60; b is kept (backlogged or still charged).
+        assert_eq!(
+            v.collect(Timestamp::from_millis(60 * 1000), idle, |t| t == "b"),
+            1
+        );
+        assert_eq!((v.counter("a"), v.counter("b"), v.len()), (0.0, 10.0, 2));
     }
 
     #[test]

@@ -8,9 +8,12 @@
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
+
 use super::hashing::{BlockHasher, CHARS_PER_TOKEN, chain_seed};
 use super::index::PrefixIndex;
 use super::metrics::PrefixMetrics;
+use crate::decode::{Diagnostics, Obj, Params, show};
 use crate::scheduling::{
     CycleState, DataProducer, EndpointSnapshot, PreRequest, PrefixMatchInfo, Request,
     SchedulingContext, SchedulingResult, Timestamp,
@@ -19,31 +22,115 @@ use crate::scheduling::{
 /// The profile name GIE treats as the prefill stage in P/D disaggregation.
 pub const PREFILL_PROFILE: &str = "prefill";
 
-/// The producer's parameters, already validated by the config layer.
+/// `approx-prefix-cache-producer`'s parameters, with GIE's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrefixSettings {
-    /// Take the block size (and LRU capacity) from endpoint metrics when known.
+pub struct PrefixProducerParams {
+    /// Take the block size and LRU capacity from each endpoint's cache metrics when known.
     pub auto_tune: bool,
     pub block_size_tokens: u32,
-    /// Blocks hashed and matched at most.
-    pub max_blocks: u32,
+    pub max_prefix_blocks_to_match: u32,
+    /// When > 0, overrides `max_prefix_blocks_to_match` as `tokens / block_size_tokens`.
+    pub max_prefix_tokens_to_match: u64,
     /// LRU capacity of an endpoint whose `num_gpu_blocks` is unknown.
     pub lru_capacity_per_server: u64,
 }
 
-impl Default for PrefixSettings {
+impl Default for PrefixProducerParams {
     fn default() -> Self {
         Self {
             auto_tune: true,
             block_size_tokens: 16,
-            max_blocks: 256,
+            max_prefix_blocks_to_match: 256,
+            max_prefix_tokens_to_match: 0,
+            // A 64 GB KV budget ÷ 128 KB per token ÷ 16 tokens per block.
             lru_capacity_per_server: 31_250,
         }
     }
 }
 
+/// The producer's parameter names, also accepted on `prefix-cache-scorer` where older GIE
+/// releases took them.
+pub const PREFIX_PRODUCER_KEYS: &[&str] = &[
+    "autoTune",
+    "blockSizeTokens",
+    "blockSize",
+    "maxPrefixBlocksToMatch",
+    "maxPrefixTokensToMatch",
+    "lruCapacityPerServer",
+];
+
+impl PrefixProducerParams {
+    /// Blocks hashed and matched at most, after `maxPrefixTokensToMatch`.
+    pub fn max_blocks(&self) -> u32 {
+        if self.max_prefix_tokens_to_match > 0 {
+            let b = self.max_prefix_tokens_to_match / u64::from(self.block_size_tokens.max(1));
+            u32::try_from(b).unwrap_or(u32::MAX).max(1)
+        } else {
+            self.max_prefix_blocks_to_match
+        }
+    }
+
+    /// Whether an index built with `self` can keep serving `other`: the same blocks are hashed
+    /// the same way (the LRU capacity may differ).
+    pub fn same_hashing(&self, other: &Self) -> bool {
+        self.auto_tune == other.auto_tune
+            && self.block_size_tokens == other.block_size_tokens
+            && self.max_blocks() == other.max_blocks()
+    }
+}
+
+impl Params for PrefixProducerParams {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(b) = o.bool("autoTune", d) {
+            p.auto_tune = b;
+        }
+        let tokens_set = o.has("blockSizeTokens");
+        if let Some(v) = o.positive_u32("blockSizeTokens", d) {
+            p.block_size_tokens = v;
+        }
+        if let Some(v) = o.get("blockSize") {
+            if tokens_set {
+                d.warn(format!(
+                    "{}: deprecated and ignored because blockSizeTokens is set",
+                    o.at("blockSize")
+                ));
+            } else {
+                d.error(
+                    o.at("blockSize"),
+                    format!(
+                        "deprecated (a size in characters) and not accepted alone, got {}; \
+                         set blockSizeTokens (tokens per block) instead",
+                        show(v)
+                    ),
+                );
+            }
+        }
+        if let Some(v) = o.positive_u32("maxPrefixBlocksToMatch", d) {
+            p.max_prefix_blocks_to_match = v;
+        }
+        if let Some(v) = o.u64("maxPrefixTokensToMatch", d) {
+            p.max_prefix_tokens_to_match = v;
+        }
+        if let Some(v) = o.positive_u64("lruCapacityPerServer", d) {
+            p.lru_capacity_per_server = v;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "autoTune": self.auto_tune,
+            "blockSizeTokens": self.block_size_tokens,
+            "maxPrefixBlocksToMatch": self.max_prefix_blocks_to_match,
+            "maxPrefixTokensToMatch": self.max_prefix_tokens_to_match,
+            "lruCapacityPerServer": self.lru_capacity_per_server,
+        }))
+    }
+}
+
 pub struct ApproxPrefixCacheProducer {
-    settings: PrefixSettings,
+    settings: PrefixProducerParams,
     index: Arc<PrefixIndex>,
     metrics: PrefixMetrics,
 }
@@ -58,7 +145,7 @@ impl std::fmt::Debug for ApproxPrefixCacheProducer {
 }
 
 impl ApproxPrefixCacheProducer {
-    pub fn new(settings: PrefixSettings, metrics: PrefixMetrics) -> Self {
+    pub fn new(settings: PrefixProducerParams, metrics: PrefixMetrics) -> Self {
         Self {
             settings,
             index: Arc::new(PrefixIndex::new(settings.lru_capacity_per_server)),
@@ -66,7 +153,21 @@ impl ApproxPrefixCacheProducer {
         }
     }
 
-    pub fn settings(&self) -> &PrefixSettings {
+    /// A producer with `settings` that keeps `previous`'s index: a configuration reload whose
+    /// hashing is unchanged keeps what the index learned.
+    pub fn sharing(
+        settings: PrefixProducerParams,
+        previous: &ApproxPrefixCacheProducer,
+        metrics: PrefixMetrics,
+    ) -> Self {
+        Self {
+            settings,
+            index: previous.index.clone(),
+            metrics,
+        }
+    }
+
+    pub fn settings(&self) -> &PrefixProducerParams {
         &self.settings
     }
 
@@ -97,7 +198,7 @@ impl ApproxPrefixCacheProducer {
 
     /// The request's chained block hashes with `block_size` tokens per block.
     pub fn hash_request(&self, request: &Request, block_size: u32, out: &mut Vec<u64>) {
-        let hasher = BlockHasher::new(block_size, self.settings.max_blocks);
+        let hasher = BlockHasher::new(block_size, self.settings.max_blocks());
         if hasher.block_count(request.prompt.len()) == 0 {
             out.clear();
             return;

@@ -158,7 +158,7 @@ fn default_weights_pick_lower_queue_and_kv() {
         vec![
             (Arc::new(QueueScorer), 2.0),
             (Arc::new(KvCacheUtilizationScorer), 2.0),
-            (Arc::new(PrefixCacheScorer), 3.0),
+            (Arc::new(PrefixCacheScorer::default()), 3.0),
         ],
         vec![],
     ));
@@ -249,10 +249,13 @@ fn producers_feed_scorers_and_hooks_see_the_pick() {
     let snap = snapshot(vec![metrics(0, 0.0); 3]);
     let producer = Arc::new(CountingProducer(AtomicUsize::new(0)));
     let hook = Arc::new(RecordingHook(Default::default()));
-    let s = single(profile(vec![(Arc::new(PrefixCacheScorer), 3.0)], vec![]))
-        .with_producers(vec![producer.clone()])
-        .with_pre_request(vec![hook.clone()])
-        .with_response_complete(vec![hook.clone()]);
+    let s = single(profile(
+        vec![(Arc::new(PrefixCacheScorer::default()), 3.0)],
+        vec![],
+    ))
+    .with_producers(vec![producer.clone()])
+    .with_pre_request(vec![hook.clone()])
+    .with_response_complete(vec![hook.clone()]);
     let req = Request::new("req-1", "m");
     let d = s.decide(&req, &snap, Timestamp::ZERO, &mut rng()).unwrap();
     assert_eq!(producer.0.load(Ordering::SeqCst), 1);

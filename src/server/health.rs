@@ -15,6 +15,20 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
+    /// Readiness that follows `synced` (a discovery source's view being complete) until the
+    /// server sets it otherwise (on stop).
+    pub fn following(mut synced: tokio::sync::watch::Receiver<bool>) -> Self {
+        let r = Self::default();
+        r.set(*synced.borrow_and_update());
+        let mirror = r.clone();
+        tokio::spawn(async move {
+            while synced.changed().await.is_ok() {
+                mirror.set(*synced.borrow_and_update());
+            }
+        });
+        r
+    }
+
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }

@@ -19,7 +19,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::extproc::{Director, ExtProcService};
 use health::{HealthService, Readiness};
-use tls::CertPair;
+use tls::CertStore;
 
 /// Listeners bound by the caller, so tests can bind port 0 and read the ports back.
 pub struct Listeners {
@@ -30,7 +30,7 @@ pub struct Listeners {
 
 pub struct ServeOptions {
     /// `None` serves plaintext (`--secure-serving=false`).
-    pub tls: Option<CertPair>,
+    pub tls: Option<Arc<CertStore>>,
     /// Also answer `grpc.health.v1` on the ext_proc port (`--health-checking`).
     pub health_on_grpc_port: bool,
     /// How long open streams may run after a stop signal.
@@ -95,18 +95,22 @@ pub async fn serve(
     );
 
     // ext_proc.
-    let mut builder = Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(pair) = &opts.tls {
-        builder = builder.tls_config(tls::server_config(pair))?;
-    }
-    let grpc_incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let router = builder
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(ExtProcService::new(director).into_server())
         .add_optional_service(opts.health_on_grpc_port.then(|| health_svc.into_server()));
-    let mut grpc_task =
-        tokio::spawn(router.serve_with_incoming_shutdown(grpc_incoming, signal(stop_rx.clone())));
+    let shutdown = signal(stop_rx.clone());
+    let mut grpc_task = match &opts.tls {
+        Some(store) => {
+            let incoming = tls::incoming(listeners.grpc, store.server_config());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    };
 
     // Run until stopped (or until a server fails).
     let mut rx = stop_rx.clone();

@@ -2,6 +2,8 @@
 //! (header values in `raw_value`, FULL_DUPLEX_STREAMED bodies).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,13 +20,12 @@ use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use prometheus_client::registry::Registry;
 use switchyard::clock::Clock;
 use switchyard::config;
-use switchyard::discovery::Datastore;
-use switchyard::extproc::{Director, ExtProcOptions};
-use switchyard::flowcontrol::{FlowControl, FlowControlMetrics};
+use switchyard::discovery::{Datastore, Sink};
+use switchyard::flowcontrol::FlowControl;
 use switchyard::pool::EndpointPool;
+use switchyard::runtime::{ConfigOrigin, ConfigSource, Flags, Live};
 use switchyard::scheduling::{Endpoint, EndpointMetrics};
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness, tls::CertPair};
-use switchyard::telemetry::RequestMetrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,17 +43,30 @@ pub struct Harness {
     pub registry: Arc<Registry>,
     pub readiness: Readiness,
     pub flow_control: Option<Arc<FlowControl>>,
-    /// Stops the flow controller's dispatcher (it also stops when dropped).
+    pub live: Arc<Live>,
+    /// Stops the flow controller's dispatcher and the other background tasks.
     pub fc_stop: tokio::sync::watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-#[derive(Default)]
 pub struct Setup {
     pub config: Option<String>,
-    pub opts: ExtProcOptions,
+    pub flags: Flags,
     pub tls: Option<CertPair>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            config: None,
+            flags: Flags {
+                pool_name: "pool".into(),
+                ..Flags::default()
+            },
+            tls: None,
+        }
+    }
 }
 
 /// GIE's hermetic-test config: queue, KV, prefix and LoRA scorers at weight 1.
@@ -68,56 +82,33 @@ plugins:
 impl Harness {
     pub async fn start(setup: Setup) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cfg = match &setup.config {
-            Some(text) => config::load_str(text).expect("valid config"),
-            None => config::default_config(),
-        };
-        let mut opts = setup.opts;
-        opts.passthrough |= matches!(
-            cfg.plugin(cfg.parser).spec,
-            config::PluginSpec::PassthroughParser
-        );
-        opts.served_verifier |= cfg
-            .of_type("destination-endpoint-served-verifier")
-            .next()
-            .is_some();
-        let pool = Arc::new(EndpointPool::new());
-        let datastore = Arc::new(Datastore::default());
-        let metrics = Arc::new(RequestMetrics::new());
+        let text = setup
+            .config
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_CONFIG_YAML.to_string());
+        let mut cfg = config::load_str(&text).expect("valid config");
+        // Hermetic: the tests publish endpoint metrics themselves; nothing is scraped.
+        cfg.data_layer = None;
+        let source = ConfigSource::new(ConfigOrigin::Text, text.as_bytes());
+        let sink = Sink::new();
+        sink.set_synced(true);
+        let (pool, datastore) = (sink.pool.clone(), sink.datastore.clone());
         let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        let fc_metrics = FlowControlMetrics::new();
-        fc_metrics.register(&mut registry);
-        let registry = Arc::new(registry);
         let clock = Clock::new();
-        let built = cfg.build();
-        let saturation = built.saturation.clone();
         let (fc_stop, fc_stop_rx) = tokio::sync::watch::channel(false);
-        let flow_control = switchyard::flowcontrol::controller_config(&cfg).map(|fc_cfg| {
-            let fc = FlowControl::new(
-                fc_cfg,
-                pool.clone(),
-                saturation.clone().expect("a saturation detector"),
-                clock,
-                fc_metrics,
-                "pool",
-            );
-            tokio::spawn(fc.clone().run(fc_stop_rx));
-            fc
-        });
-        let mut director = Director::new(
-            pool.clone(),
-            datastore.clone(),
-            built.scheduler,
-            saturation,
-            metrics,
-            opts,
+        let live = Live::start(
+            cfg,
+            source,
+            setup.flags,
+            &sink,
             clock,
-        );
-        if let Some(fc) = &flow_control {
-            director = director.with_flow_control(fc.clone());
-        }
-        let director = Arc::new(director);
+            &mut registry,
+            fc_stop_rx,
+        )
+        .expect("the runtime starts");
+        let registry = Arc::new(registry);
+        let flow_control = live.flow_control();
+        let director = live.director().clone();
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let listeners = Listeners {
             grpc: bind().await,
@@ -139,7 +130,9 @@ impl Harness {
                 reg,
                 rd,
                 ServeOptions {
-                    tls: setup.tls,
+                    tls: setup
+                        .tls
+                        .map(|p| server::tls::CertStore::new(&p).expect("valid pair")),
                     health_on_grpc_port: true,
                     grace: Duration::from_secs(5),
                 },
@@ -160,6 +153,7 @@ impl Harness {
             registry,
             readiness,
             flow_control,
+            live,
             fc_stop,
             stop: Some(stop_tx),
             task: Some(task),

@@ -88,7 +88,7 @@ impl Default for DesOptions {
 /// The EPP side of a run.
 pub struct Epp<'a> {
     pub router: &'a mut dyn Router,
-    pub admission: &'a mut dyn Admission,
+    pub admission: &'a mut Admission,
     /// The configuration's saturation detector (what flow control consults).
     pub saturation: &'a dyn SaturationDetector,
     /// The configuration's engine mappings (what the collector extracts with); `None` when the

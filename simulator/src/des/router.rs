@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use switchyard::config::{EndpointPickerConfig, ProducerHandles};
+use switchyard::config::EndpointPickerConfig;
+use switchyard::runtime::{PluginHandles, build_scheduler};
 use switchyard::scheduling::{
     DecisionError, EndpointSnapshot, Request, SaturationDetector, Scheduler, SchedulerRng,
     Timestamp, Usage,
@@ -98,27 +99,25 @@ pub trait Router {
 
 // === impl SwitchyardRouter ===
 
-/// Switchyard's scheduler: the producers, profiles and hooks `EndpointPickerConfig::build` makes,
-/// called in the order the ext_proc request path calls them.
+/// Switchyard's scheduler: the producers, profiles and hooks the server's runtime builds
+/// ([`build_scheduler`]), called as the ext_proc request path calls them.
 pub struct SwitchyardRouter {
     scheduler: Scheduler,
     /// Kept so the producers' per-endpoint state lives as long as in the server.
-    _handles: ProducerHandles,
+    _handles: PluginHandles,
 }
 
 impl SwitchyardRouter {
     /// The router and the configuration's saturation detector, built together as the server
     /// builds them (the concurrency detector counts this scheduler's in-flight requests).
     pub fn new(cfg: &EndpointPickerConfig) -> (Self, Option<Arc<dyn SaturationDetector>>) {
-        let built = cfg.build();
-        let saturation = built.saturation.clone();
-        let (scheduler, handles) = built.into_parts();
+        let built = build_scheduler(cfg, None);
         (
             Self {
-                scheduler,
-                _handles: handles,
+                scheduler: built.scheduler,
+                _handles: built.handles,
             },
-            saturation,
+            built.saturation,
         )
     }
 }

@@ -131,7 +131,7 @@ fn capacity_limits_refuse_with_the_limit_named() {
 #[test]
 fn default_band_bytes_limit_is_gies_billion() {
     let mut c = with_default(Fairness::GlobalStrict);
-    c.cfg.default_band.max_bytes = crate::config::model::DEFAULT_BAND_MAX_BYTES;
+    c.cfg.default_band.max_bytes = super::DEFAULT_BAND_MAX_BYTES;
     let mut c = FlowController::new(c.cfg.clone());
     c.enqueue(item("a", 0, 999_999_999), ms(0)).unwrap();
     assert!(c.enqueue(item("a", 0, 2), ms(0)).is_err());

@@ -32,7 +32,7 @@ impl Fixture {
         );
         let clock = Clock::new();
         let fc = FlowControl::new(
-            cfg,
+            Some(cfg),
             pool.clone(),
             detector(),
             clock,
@@ -72,6 +72,13 @@ impl Fixture {
     }
 }
 
+fn models() -> ModelLabels {
+    ModelLabels {
+        model_name: "m".into(),
+        target_model_name: "m".into(),
+    }
+}
+
 fn item(tenant: &str) -> NewItem {
     NewItem {
         fairness_id: tenant.into(),
@@ -91,7 +98,7 @@ async fn outcome(t: &mut Ticket) -> Outcome {
 #[tokio::test]
 async fn an_unsaturated_pool_dispatches_at_enqueue() {
     let f = Fixture::new(2, ControllerConfig::default());
-    let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let mut t = f.fc.enqueue(item("a"), &models()).unwrap();
     assert!(matches!(t.try_outcome(), Some(Outcome::Dispatched(_))));
     assert_eq!(f.fc.queued(), 0);
     f.stop().await;
@@ -101,7 +108,7 @@ async fn an_unsaturated_pool_dispatches_at_enqueue() {
 async fn a_saturated_pool_holds_requests_until_metrics_drop() {
     let f = Fixture::new(2, ControllerConfig::default());
     f.set_queues(10); // saturation 2.0
-    let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let mut t = f.fc.enqueue(item("a"), &models()).unwrap();
     assert_eq!(t.try_outcome(), None);
     assert_eq!(f.fc.queued(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -126,9 +133,11 @@ async fn ttl_expiry_evicts_without_a_metrics_change() {
     );
     f.set_queues(10);
     let started = Instant::now();
-    let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let mut t = f.fc.enqueue(item("a"), &models()).unwrap();
     match outcome(&mut t).await {
-        Outcome::EvictedTtl(waited) => assert!(waited >= Duration::from_millis(50)),
+        Outcome::Refused(Refusal::Expired(waited)) => {
+            assert!(waited >= Duration::from_millis(50))
+        }
         o => panic!("{o:?}"),
     }
     assert!(started.elapsed() >= Duration::from_millis(50));
@@ -146,9 +155,12 @@ async fn capacity_rejects_with_the_controllers_reason() {
         },
     );
     f.set_queues(10);
-    let _t = f.fc.enqueue(item("a"), "m", "m").unwrap();
-    let e = f.fc.enqueue(item("b"), "m", "m").err().unwrap();
-    assert_eq!(e.to_string(), "queue at capacity (maxRequests 1 reached)");
+    let _t = f.fc.enqueue(item("a"), &models()).unwrap();
+    let e = f.fc.enqueue(item("b"), &models()).err().unwrap();
+    assert_eq!(
+        e.message(),
+        "request rejected by flow control: queue at capacity (maxRequests 1 reached)"
+    );
     f.stop().await;
 }
 
@@ -156,8 +168,8 @@ async fn capacity_rejects_with_the_controllers_reason() {
 async fn dropping_a_ticket_removes_the_request() {
     let f = Fixture::new(1, ControllerConfig::default());
     f.set_queues(10);
-    let t = f.fc.enqueue(item("a"), "m", "m").unwrap();
-    let mut keep = f.fc.enqueue(item("b"), "m", "m").unwrap();
+    let t = f.fc.enqueue(item("a"), &models()).unwrap();
+    let mut keep = f.fc.enqueue(item("b"), &models()).unwrap();
     assert_eq!(f.fc.queued(), 2);
     drop(t);
     assert_eq!(f.fc.queued(), 1);
@@ -174,7 +186,7 @@ async fn released_requests_count_until_the_next_scrape_shows_them() {
     // One endpoint, queue threshold 5: each released request adds 1/5 until metrics refresh.
     let f = Fixture::new(1, ControllerConfig::default());
     let mut tickets: Vec<Ticket> = (0..8)
-        .map(|_| f.fc.enqueue(item("a"), "m", "m").unwrap())
+        .map(|_| f.fc.enqueue(item("a"), &models()).unwrap())
         .collect();
     let released = tickets
         .iter_mut()
@@ -209,7 +221,7 @@ async fn an_idle_controller_does_no_work_on_scrapes() {
     );
     // While something waits, scrapes do wake it.
     f.set_queues(10);
-    let _t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let _t = f.fc.enqueue(item("a"), &models()).unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let waiting = f.fc.background_cycles();
     f.set_queues(10);
@@ -222,9 +234,9 @@ async fn an_idle_controller_does_no_work_on_scrapes() {
 async fn shutdown_resolves_waiters() {
     let f = Fixture::new(1, ControllerConfig::default());
     f.set_queues(10);
-    let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let mut t = f.fc.enqueue(item("a"), &models()).unwrap();
     let _ = f.stop.send(true);
-    assert_eq!(outcome(&mut t).await, Outcome::Shutdown);
+    assert_eq!(outcome(&mut t).await, Outcome::Refused(Refusal::Shutdown));
     let _ = f.task.await;
 }
 
@@ -235,7 +247,7 @@ async fn admissions_charge_vtc_from_usage() {
             max_bytes: 0,
             max_requests: 0,
             ordering: Ordering::Fcfs,
-            fairness: Fairness::Vtc(crate::config::params::VtcParams {
+            fairness: Fairness::Vtc(crate::flowcontrol::VtcParams {
                 charge_uncached_input_only: true,
                 ..Default::default()
             }),
@@ -243,11 +255,14 @@ async fn admissions_charge_vtc_from_usage() {
         ..Default::default()
     };
     let f = Fixture::new(1, cfg);
-    let mut t = f.fc.enqueue(item("a"), "m", "m").unwrap();
+    let mut t = f.fc.enqueue(item("a"), &models()).unwrap();
     let Some(Outcome::Dispatched(r)) = t.try_outcome() else {
         panic!("dispatched at enqueue")
     };
-    let counter = |fc: &FlowControl| fc.state.lock().ctl.counter(0, "a").unwrap();
+    let counter = |fc: &FlowControl| {
+        let st = fc.state.lock();
+        st.gate.controller().unwrap().counter(0, "a").unwrap()
+    };
     assert_eq!(counter(&f.fc), 25.0, "estimate charged at dispatch");
     let mut adm = Admission::new(f.fc.clone(), &r);
     adm.picked(Some(0.8)); // the index says 80 % is cached: charge 5
@@ -275,7 +290,7 @@ async fn admissions_charge_vtc_from_usage() {
 async fn a_request_whose_pod_answers_stops_counting_as_queued() {
     let f = Fixture::new(1, ControllerConfig::default());
     let mut tickets: Vec<Ticket> = (0..7)
-        .map(|_| f.fc.enqueue(item("a"), "m", "m").unwrap())
+        .map(|_| f.fc.enqueue(item("a"), &models()).unwrap())
         .collect();
     let released: Vec<ItemId> = tickets
         .iter_mut()
@@ -286,14 +301,14 @@ async fn a_request_whose_pod_answers_stops_counting_as_queued() {
         .collect();
     assert_eq!(released.len(), 5);
     // No scrape yet: the first token of one released request makes room for exactly one more.
-    f.fc.responding(released[0]);
+    f.fc.with_gate(|g| g.first_token(released[0]));
     assert!(matches!(
         outcome(&mut tickets[5]).await,
         Outcome::Dispatched(_)
     ));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(f.fc.queued(), 1);
-    f.fc.responding(released[1]);
+    f.fc.with_gate(|g| g.first_token(released[1]));
     assert!(matches!(
         outcome(&mut tickets[6]).await,
         Outcome::Dispatched(_)

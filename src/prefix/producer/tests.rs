@@ -5,6 +5,12 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::config::{default_config, load_str};
+use crate::runtime::{BuiltScheduler, build_scheduler};
+
+/// The scheduler a configuration builds, as the server builds it.
+fn build(cfg: &crate::config::EndpointPickerConfig) -> BuiltScheduler {
+    build_scheduler(cfg, None)
+}
 use crate::scheduling::{
     Endpoint, EndpointMetrics, EndpointState, ProfileResult, SchedulerRng, ScoredEndpoint,
 };
@@ -46,8 +52,8 @@ fn long_prompt(seed: usize) -> String {
 
 #[test]
 fn same_prompt_goes_back_to_the_same_endpoint() {
-    let built = default_config().build();
-    assert_eq!(built.prefix_producers.len(), 1);
+    let built = build(&default_config());
+    assert_eq!(built.handles.prefix_producers.len(), 1);
     let s = &built.scheduler;
     let snap = pool(8, equal_metrics);
     let mut rng = SchedulerRng::seed_from_u64(7);
@@ -73,13 +79,16 @@ fn same_prompt_goes_back_to_the_same_endpoint() {
     }
     // 20 documents, each recorded twice on one endpoint: the entries are the distinct blocks.
     let blocks = BlockHasher::new(16, 256).block_count(long_prompt(0).len());
-    assert_eq!(built.prefix_producers[0].index().len(), 20 * blocks);
-    assert_eq!(built.prefix_metrics.size.get(), (20 * blocks) as i64);
+    assert_eq!(built.handles.prefix_producers[0].index().len(), 20 * blocks);
+    assert_eq!(
+        built.handles.prefix_metrics.size.get(),
+        (20 * blocks) as i64
+    );
 }
 
 #[test]
 fn a_shared_prefix_attracts_a_different_suffix() {
-    let s = default_config().build_scheduler();
+    let s = build(&default_config()).scheduler;
     let snap = pool(16, equal_metrics);
     let mut rng = SchedulerRng::seed_from_u64(3);
     let system = long_prompt(99);
@@ -111,7 +120,7 @@ fn a_shared_prefix_attracts_a_different_suffix() {
 
 #[test]
 fn short_prompts_and_salts_do_not_match() {
-    let s = default_config().build();
+    let s = build(&default_config());
     let snap = pool(4, equal_metrics);
     let mut rng = SchedulerRng::seed_from_u64(1);
     let d = s
@@ -120,7 +129,7 @@ fn short_prompts_and_salts_do_not_match() {
         .expect("decides");
     let info = d.state.prefix.expect("producer ran");
     assert_eq!(info.total_blocks, 0);
-    assert!(s.prefix_producers[0].index().is_empty());
+    assert!(s.handles.prefix_producers[0].index().is_empty());
 
     let prompt = long_prompt(1);
     let mut salted = request("b", &prompt);
@@ -138,7 +147,7 @@ fn short_prompts_and_salts_do_not_match() {
 
 #[test]
 fn auto_tune_takes_block_size_from_first_candidate_and_capacity_from_metrics() {
-    let p = ApproxPrefixCacheProducer::new(PrefixSettings::default(), PrefixMetrics::new());
+    let p = ApproxPrefixCacheProducer::new(PrefixProducerParams::default(), PrefixMetrics::new());
     let snap = pool(3, |i| EndpointMetrics {
         cache_block_size: if i == 1 { 32 } else { 0 },
         cache_num_blocks: if i == 1 { 5 } else { 0 },
@@ -185,7 +194,7 @@ fn auto_tune_takes_block_size_from_first_candidate_and_capacity_from_metrics() {
 
     // Without autoTune the configured values hold.
     let fixed = ApproxPrefixCacheProducer::new(
-        PrefixSettings {
+        PrefixProducerParams {
             auto_tune: false,
             lru_capacity_per_server: 9,
             ..Default::default()
@@ -200,7 +209,7 @@ fn auto_tune_takes_block_size_from_first_candidate_and_capacity_from_metrics() {
 #[test]
 fn records_on_the_prefill_profile_too_and_observes_metrics() {
     let metrics = PrefixMetrics::new();
-    let p = ApproxPrefixCacheProducer::new(PrefixSettings::default(), metrics.clone());
+    let p = ApproxPrefixCacheProducer::new(PrefixProducerParams::default(), metrics.clone());
     let snap = pool(4, equal_metrics);
     let req = request("r", &long_prompt(8));
     let mut state = CycleState::default();
@@ -247,8 +256,8 @@ fn token_load_steers_away_and_release_restores() {
          \x20 - pluginRef: token-load-scorer\n",
     )
     .expect("valid");
-    let built = cfg.build();
-    assert_eq!(built.inflight_producers.len(), 1);
+    let built = build(&cfg);
+    assert_eq!(built.handles.inflight_producers.len(), 1);
     let s = &built.scheduler;
     let snap = pool(2, equal_metrics);
     let mut rng = SchedulerRng::seed_from_u64(11);
@@ -267,13 +276,16 @@ fn token_load_steers_away_and_release_restores() {
     // Completion and stream end both report; one release.
     s.response_complete(&r1, &name1, None);
     s.response_complete(&r1, &name1, None);
-    assert_eq!(built.inflight_producers[0].load_of(&name1).requests, 0);
-    assert_eq!(built.inflight_producers[0].in_flight(), 1);
+    assert_eq!(
+        built.handles.inflight_producers[0].load_of(&name1).requests,
+        0
+    );
+    assert_eq!(built.handles.inflight_producers[0].in_flight(), 1);
 }
 
 #[test]
 fn absurd_block_size_metrics_do_not_panic() {
-    let p = ApproxPrefixCacheProducer::new(PrefixSettings::default(), PrefixMetrics::new());
+    let p = ApproxPrefixCacheProducer::new(PrefixProducerParams::default(), PrefixMetrics::new());
     let snap = pool(2, |_| EndpointMetrics {
         cache_block_size: u32::MAX,
         cache_num_blocks: u64::MAX,

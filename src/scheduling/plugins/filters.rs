@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use rand::RngExt;
+use serde_json::{Value, json};
 
+use crate::decode::{Diagnostics, Obj, Params, format_duration};
 use crate::scheduling::plugin::{Filter, SaturationDetector, SchedulerRng, SchedulingContext};
 use crate::scheduling::{EndpointSnapshot, Timestamp};
 
@@ -13,8 +15,10 @@ use crate::scheduling::{EndpointSnapshot, Timestamp};
 /// Keeps only the endpoints named in the request header `test-epp-endpoint-selection`, a comma
 /// list of `ip` or `ip:port`. Used by the GIE conformance suite to steer traffic. A missing or
 /// empty header keeps nothing.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderBasedTestingFilter;
+
+impl Params for HeaderBasedTestingFilter {}
 
 impl HeaderBasedTestingFilter {
     pub const HEADER: &'static str = "test-epp-endpoint-selection";
@@ -58,10 +62,13 @@ impl Filter for HeaderBasedTestingFilter {
 /// conversation stays where its cache is; with probability `exploration_probability` it keeps
 /// everyone so other endpoints get to build cache too. Keeps everyone when nobody is sticky or no
 /// prefix information exists.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PrefixCacheAffinityFilter {
     pub affinity_threshold: f64,
     pub exploration_probability: f64,
+    /// GIE's `maxTTFTPenaltyMs`: only a latency predictor acts on it, which Switchyard does not
+    /// run; accepted so GIE configs load, with a warning when set.
+    pub max_ttft_penalty_ms: f64,
 }
 
 impl Default for PrefixCacheAffinityFilter {
@@ -69,7 +76,36 @@ impl Default for PrefixCacheAffinityFilter {
         Self {
             affinity_threshold: 0.8,
             exploration_probability: 0.01,
+            max_ttft_penalty_ms: 5000.0,
         }
+    }
+}
+
+impl Params for PrefixCacheAffinityFilter {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(x) = o.unit_interval("affinityThreshold", d) {
+            p.affinity_threshold = x;
+        }
+        if let Some(x) = o.unit_interval("explorationProbability", d) {
+            p.exploration_probability = x;
+        }
+        if let Some(x) = o.non_negative("maxTTFTPenaltyMs", d) {
+            p.max_ttft_penalty_ms = x;
+            d.warn(format!(
+                "{}: has no effect: it applies only with GIE's latency predictor",
+                o.at("maxTTFTPenaltyMs")
+            ));
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "affinityThreshold": self.affinity_threshold,
+            "explorationProbability": self.exploration_probability,
+            "maxTTFTPenaltyMs": self.max_ttft_penalty_ms,
+        }))
     }
 }
 
@@ -106,12 +142,63 @@ impl Filter for PrefixCacheAffinityFilter {
 /// The filter side of `utilization-detector`: keeps endpoints with fresh metrics whose queue and
 /// KV usage are under the thresholds (stretched by `headroom`). Fails open: if that would drop
 /// everyone, everyone stays.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UtilizationFilter {
     pub queue_depth_threshold: u64,
     pub kv_cache_util_threshold: f64,
     pub metrics_staleness_threshold: Duration,
     pub headroom: f64,
+}
+
+/// GIE's defaults.
+impl Default for UtilizationFilter {
+    fn default() -> Self {
+        Self {
+            queue_depth_threshold: 5,
+            kv_cache_util_threshold: 0.8,
+            metrics_staleness_threshold: Duration::from_millis(200),
+            headroom: 0.0,
+        }
+    }
+}
+
+impl Params for UtilizationFilter {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(v) = o.positive_u64("queueDepthThreshold", d) {
+            p.queue_depth_threshold = v;
+        }
+        if let Some(v) = o.f64("kvCacheUtilThreshold", d) {
+            if v <= 0.0 || v > 1.0 {
+                d.error(
+                    o.at("kvCacheUtilThreshold"),
+                    format!("must be in (0, 1], got {v}"),
+                );
+            } else {
+                p.kv_cache_util_threshold = v;
+            }
+        }
+        if let Some(v) = o.duration("metricsStalenessThreshold", d) {
+            if v.is_zero() {
+                d.error(o.at("metricsStalenessThreshold"), "must be > 0, got \"0\"");
+            } else {
+                p.metrics_staleness_threshold = v;
+            }
+        }
+        if let Some(v) = o.non_negative("headroom", d) {
+            p.headroom = v;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({
+            "queueDepthThreshold": self.queue_depth_threshold,
+            "kvCacheUtilThreshold": self.kv_cache_util_threshold,
+            "metricsStalenessThreshold": format_duration(self.metrics_staleness_threshold),
+            "headroom": self.headroom,
+        }))
+    }
 }
 
 impl Filter for UtilizationFilter {
@@ -184,12 +271,78 @@ pub enum ConcurrencyMode {
 
 /// The filter side of `concurrency-detector`: drops endpoints whose in-flight work exceeds their
 /// capacity stretched by `headroom`. Fails open like the utilization filter.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConcurrencyFilter {
     pub mode: ConcurrencyMode,
     pub max_concurrency: u64,
     pub max_token_concurrency: u64,
     pub headroom: f64,
+}
+
+/// GIE's defaults.
+impl Default for ConcurrencyFilter {
+    fn default() -> Self {
+        Self {
+            mode: ConcurrencyMode::Requests,
+            max_concurrency: 100,
+            max_token_concurrency: 1_000_000,
+            headroom: 0.0,
+        }
+    }
+}
+
+impl Params for ConcurrencyFilter {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(m) = o.string("concurrencyMode", d) {
+            match m.as_str() {
+                "requests" => p.mode = ConcurrencyMode::Requests,
+                "tokens" => p.mode = ConcurrencyMode::Tokens,
+                other => d.error(
+                    o.at("concurrencyMode"),
+                    format!("must be \"requests\" or \"tokens\", got {other:?}"),
+                ),
+            }
+        }
+        if let Some(v) = o.positive_u64("maxConcurrency", d) {
+            p.max_concurrency = v;
+        }
+        if let Some(v) = o.positive_u64("maxTokenConcurrency", d) {
+            p.max_token_concurrency = v;
+        }
+        if let Some(v) = o.non_negative("headroom", d) {
+            p.headroom = v;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        let mode = match self.mode {
+            ConcurrencyMode::Requests => "requests",
+            ConcurrencyMode::Tokens => "tokens",
+        };
+        Some(json!({
+            "concurrencyMode": mode,
+            "maxConcurrency": self.max_concurrency,
+            "maxTokenConcurrency": self.max_token_concurrency,
+            "headroom": self.headroom,
+        }))
+    }
+}
+
+impl ConcurrencyFilter {
+    /// The saturation side, counting `inflight`'s requests.
+    pub fn detector(
+        &self,
+        inflight: std::sync::Arc<super::InflightLoadProducer>,
+    ) -> ConcurrencyDetector {
+        ConcurrencyDetector {
+            mode: self.mode,
+            max_concurrency: self.max_concurrency,
+            max_token_concurrency: self.max_token_concurrency,
+            inflight,
+        }
+    }
 }
 
 impl Filter for ConcurrencyFilter {
@@ -324,6 +477,7 @@ mod tests {
         let f = PrefixCacheAffinityFilter {
             affinity_threshold: 0.8,
             exploration_probability: 0.0,
+            ..Default::default()
         };
         let mut c = vec![0, 1, 2];
         f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
@@ -332,6 +486,7 @@ mod tests {
         let f = PrefixCacheAffinityFilter {
             affinity_threshold: 0.8,
             exploration_probability: 1.0,
+            ..Default::default()
         };
         let mut c = vec![0, 1, 2];
         f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());
@@ -340,6 +495,7 @@ mod tests {
         let f = PrefixCacheAffinityFilter {
             affinity_threshold: 0.95,
             exploration_probability: 0.0,
+            ..Default::default()
         };
         let mut c = vec![0, 2];
         f.filter(&ctx_for(&req, &snap, &state), &mut c, &mut rng());

@@ -2,7 +2,9 @@
 
 use rand::RngExt;
 use rand::seq::SliceRandom;
+use serde_json::{Value, json};
 
+use crate::decode::{Diagnostics, Obj, Params};
 use crate::scheduling::plugin::{Picker, SchedulerRng, ScoredEndpoint};
 
 /// Normalises `maxNumOfEndpoints` as GIE does: values ≤ 0 mean 1.
@@ -14,10 +16,34 @@ pub fn effective_max_endpoints(requested: i64) -> usize {
     }
 }
 
+/// Every picker takes one parameter, `maxNumOfEndpoints` (default 1).
+macro_rules! picker_params {
+    ($($picker:ident),*) => {$(
+        impl Default for $picker {
+            fn default() -> Self {
+                Self { max_endpoints: 1 }
+            }
+        }
+
+        impl Params for $picker {
+            fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+                let n = o.i64("maxNumOfEndpoints", d).unwrap_or(1);
+                Self { max_endpoints: effective_max_endpoints(n) }
+            }
+
+            fn render(&self) -> Option<Value> {
+                Some(json!({ "maxNumOfEndpoints": self.max_endpoints }))
+            }
+        }
+    )*};
+}
+
+picker_params!(MaxScorePicker, RandomPicker, WeightedRandomPicker);
+
 // === impl MaxScorePicker ===
 
 /// The highest scores win; ties are broken uniformly at random.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MaxScorePicker {
     pub max_endpoints: usize,
 }
@@ -60,7 +86,7 @@ impl Picker for MaxScorePicker {
 // === impl RandomPicker ===
 
 /// Uniformly random endpoints, ignoring scores.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RandomPicker {
     pub max_endpoints: usize,
 }
@@ -88,7 +114,7 @@ impl Picker for RandomPicker {
 
 /// Random endpoints with probability proportional to score, by A-Res weighted reservoir sampling
 /// (key `U^(1/score)`, top keys win). Falls back to uniform choice when no score is positive.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WeightedRandomPicker {
     pub max_endpoints: usize,
 }

@@ -5,8 +5,10 @@ use crate::scheduling::plugin::{
     ProfileHandler, ProfileOutcomes, SchedulingContext, SchedulingResult,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SingleProfileHandler;
+
+impl crate::decode::Params for SingleProfileHandler {}
 
 impl ProfileHandler for SingleProfileHandler {
     fn type_name(&self) -> &'static str {

@@ -1,6 +1,10 @@
 //! The built-in scorers, with GIE's formulas (gie-epp.md §2.4). Each writes one score per
 //! candidate into `out`; the profile clamps and weighs them.
 
+use serde_json::{Value, json};
+
+use crate::decode::{Diagnostics, Obj, Params};
+use crate::prefix::producer::{PREFIX_PRODUCER_KEYS, PrefixProducerParams};
 use crate::scheduling::plugin::{SchedulingContext, Scorer, ScorerCategory};
 
 /// Min-max scaling where lower is better: `(max − v) / (max − min)`, and 1.0 for everyone when all
@@ -24,8 +28,10 @@ fn min_max_lower_is_better(values: impl Iterator<Item = u64> + Clone, out: &mut 
 // === impl QueueScorer ===
 
 /// Prefers endpoints with fewer waiting requests.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueScorer;
+
+impl Params for QueueScorer {}
 
 impl Scorer for QueueScorer {
     fn type_name(&self) -> &'static str {
@@ -46,8 +52,10 @@ impl Scorer for QueueScorer {
 // === impl RunningRequestsSizeScorer ===
 
 /// Prefers endpoints with fewer requests in the running batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunningRequestsSizeScorer;
+
+impl Params for RunningRequestsSizeScorer {}
 
 impl Scorer for RunningRequestsSizeScorer {
     fn type_name(&self) -> &'static str {
@@ -68,8 +76,10 @@ impl Scorer for RunningRequestsSizeScorer {
 // === impl KvCacheUtilizationScorer ===
 
 /// Prefers endpoints with free KV cache: `1 − usage`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KvCacheUtilizationScorer;
+
+impl Params for KvCacheUtilizationScorer {}
 
 impl Scorer for KvCacheUtilizationScorer {
     fn type_name(&self) -> &'static str {
@@ -89,8 +99,10 @@ impl Scorer for KvCacheUtilizationScorer {
 
 /// Prefers endpoints that already run the request's LoRA adapter, then those with a free adapter
 /// slot, then those where the adapter is queued to load.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoraAffinityScorer;
+
+impl Params for LoraAffinityScorer {}
 
 impl Scorer for LoraAffinityScorer {
     fn type_name(&self) -> &'static str {
@@ -120,8 +132,28 @@ impl Scorer for LoraAffinityScorer {
 
 /// Prefers endpoints that already cache more of the request's prefix: `matched / total` blocks,
 /// from the prefix producer's per-request state; 0 when there is none.
-#[derive(Debug, Default)]
-pub struct PrefixCacheScorer;
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrefixCacheScorer {
+    /// Producer parameters given on the scorer, as GIE releases before the producer existed
+    /// took them; the config layer applies them to the producer it creates for this scorer.
+    pub legacy_producer_params: Option<PrefixProducerParams>,
+}
+
+impl Params for PrefixCacheScorer {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        if !PREFIX_PRODUCER_KEYS.iter().any(|k| o.has(k)) {
+            return Self::default();
+        }
+        d.warn(format!(
+            "{}: prefix-cache-scorer takes no parameters any more; they belong to \
+             approx-prefix-cache-producer and are applied to the producer created for this scorer",
+            o.path
+        ));
+        Self {
+            legacy_producer_params: Some(PrefixProducerParams::decode(o, d)),
+        }
+    }
+}
 
 impl Scorer for PrefixCacheScorer {
     fn type_name(&self) -> &'static str {
@@ -143,7 +175,7 @@ impl Scorer for PrefixCacheScorer {
 // === impl TokenLoadScorer ===
 
 /// Prefers endpoints with fewer estimated tokens in flight: `1 − min(tokens, T) / T`.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenLoadScorer {
     pub queue_threshold_tokens: u64,
 }
@@ -158,6 +190,20 @@ impl Default for TokenLoadScorer {
         Self {
             queue_threshold_tokens: Self::DEFAULT_THRESHOLD,
         }
+    }
+}
+
+impl Params for TokenLoadScorer {
+    fn decode(o: &mut Obj<'_>, d: &mut Diagnostics) -> Self {
+        let mut p = Self::default();
+        if let Some(t) = o.positive_u64("queueThresholdTokens", d) {
+            p.queue_threshold_tokens = t;
+        }
+        p
+    }
+
+    fn render(&self) -> Option<Value> {
+        Some(json!({ "queueThresholdTokens": self.queue_threshold_tokens }))
     }
 }
 
@@ -282,7 +328,12 @@ mod tests {
         let r = Request::new("r", "m");
         let ms = vec![metrics(0, 0.0), metrics(0, 0.0), metrics(0, 0.0)];
         assert_eq!(
-            run(&PrefixCacheScorer, &r, &CycleState::default(), ms.clone()),
+            run(
+                &PrefixCacheScorer::default(),
+                &r,
+                &CycleState::default(),
+                ms.clone()
+            ),
             vec![0.0; 3]
         );
         let state = CycleState {
@@ -295,7 +346,7 @@ mod tests {
             inflight: None,
         };
         assert_eq!(
-            run(&PrefixCacheScorer, &r, &state, ms.clone()),
+            run(&PrefixCacheScorer::default(), &r, &state, ms.clone()),
             vec![1.0, 0.25, 0.0]
         );
         let zero_total = CycleState {
@@ -307,7 +358,10 @@ mod tests {
             }),
             inflight: None,
         };
-        assert_eq!(run(&PrefixCacheScorer, &r, &zero_total, ms), vec![0.0; 3]);
+        assert_eq!(
+            run(&PrefixCacheScorer::default(), &r, &zero_total, ms),
+            vec![0.0; 3]
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Path-tracking readers over the decoded YAML tree. Decoding by hand rather than with
+//! Path-tracking readers over a decoded YAML tree. Decoding by hand rather than with
 //! `deny_unknown_fields` lets one pass report every unknown field and bad value with its path,
 //! where serde would stop at the first.
 
@@ -205,7 +205,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// A list; each element is handed to `f` with its path.
+    /// A list.
     pub fn list(&mut self, key: &'static str, d: &mut Diagnostics) -> Option<&'a Vec<Value>> {
         let v = self.get(key)?;
         match v {
@@ -214,6 +214,50 @@ impl<'a> Obj<'a> {
                 d.error(self.at(key), format!("must be a list, got {}", show(other)));
                 None
             }
+        }
+    }
+
+    /// A number in [0, 1].
+    pub fn unit_interval(&mut self, key: &'static str, d: &mut Diagnostics) -> Option<f64> {
+        let v = self.f64(key, d)?;
+        if (0.0..=1.0).contains(&v) {
+            Some(v)
+        } else {
+            d.error(self.at(key), format!("must be in [0, 1], got {v}"));
+            None
+        }
+    }
+
+    /// A number ≥ 0.
+    pub fn non_negative(&mut self, key: &'static str, d: &mut Diagnostics) -> Option<f64> {
+        let v = self.f64(key, d)?;
+        if v >= 0.0 {
+            Some(v)
+        } else {
+            d.error(self.at(key), format!("must be >= 0, got {v}"));
+            None
+        }
+    }
+
+    /// An integer > 0 that fits in 32 bits.
+    pub fn positive_u32(&mut self, key: &'static str, d: &mut Diagnostics) -> Option<u32> {
+        let v = self.i64(key, d)?;
+        if v <= 0 || v > i64::from(u32::MAX) {
+            d.error(self.at(key), format!("must be > 0, got {v}"));
+            None
+        } else {
+            Some(v as u32)
+        }
+    }
+
+    /// An integer > 0.
+    pub fn positive_u64(&mut self, key: &'static str, d: &mut Diagnostics) -> Option<u64> {
+        let v = self.i64(key, d)?;
+        if v <= 0 {
+            d.error(self.at(key), format!("must be > 0, got {v}"));
+            None
+        } else {
+            Some(v as u64)
         }
     }
 }
@@ -310,6 +354,35 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
     Ok(total as u64)
 }
 
+/// Renders a duration in Go's style (`200ms`, `1m30s`) for the effective-config printer.
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns.is_multiple_of(1_000_000_000) {
+        let s = ns / 1_000_000_000;
+        let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        if s > 0 || out.is_empty() {
+            out.push_str(&format!("{s}s"));
+        }
+        out
+    } else if ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns.is_multiple_of(1_000) {
+        format!("{}us", ns / 1_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +446,15 @@ mod tests {
         let mut d = Diagnostics::default();
         Obj::new("p", Some(&Value::Null), &mut d).finish(&mut d);
         assert!(d.errors.is_empty());
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for s in ["200ms", "1m30s", "2h", "0s", "15us", "7ns", "1h0m5s"] {
+            let d = parse_go_duration(s).unwrap();
+            assert_eq!(parse_go_duration(&format_duration(d)).unwrap(), d, "{s}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
     }
 
     #[test]
