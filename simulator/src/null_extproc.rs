@@ -160,12 +160,21 @@ pub async fn serve(opts: NullOptions) -> Result<(), NullError> {
     let addr = listener
         .local_addr()
         .map_err(|e| NullError::Bind(opts.bind, e))?;
+    eprintln!("{LISTENING}{addr}");
+    serve_on(listener, opts.endpoint, opts.secure).await
+}
+
+/// Serves on a bound listener until the task is dropped.
+pub async fn serve_on(
+    listener: TcpListener,
+    endpoint: String,
+    secure: bool,
+) -> Result<(), NullError> {
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(NullExtProc::new(opts.endpoint).into_server());
-    eprintln!("{LISTENING}{addr}");
-    if opts.secure {
+        .add_service(NullExtProc::new(endpoint).into_server());
+    if secure {
         // As Switchyard serves TLS: its own acceptor, with grpc.health.v1 on the same port.
         let pair = tls::self_signed().map_err(|e| NullError::Tls(e.to_string()))?;
         let store = tls::CertStore::new(&pair).map_err(|e| NullError::Tls(e.to_string()))?;
@@ -181,4 +190,123 @@ pub async fn serve(opts: NullOptions) -> Result<(), NullError> {
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Resp;
+    use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, body_mutation};
+    use futures::StreamExt;
+
+    fn msg(m: Msg) -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(m),
+            ..Default::default()
+        }
+    }
+
+    fn body(b: &[u8], eos: bool) -> Msg {
+        Msg::RequestBody(HttpBody {
+            body: b.to_vec(),
+            end_of_stream: eos,
+            ..Default::default()
+        })
+    }
+
+    fn streamed(r: &ProcessingResponse) -> (Vec<u8>, bool) {
+        let common = match &r.response {
+            Some(Resp::RequestBody(b)) | Some(Resp::ResponseBody(b)) => {
+                b.response.as_ref().unwrap()
+            }
+            other => panic!("not a body response: {other:?}"),
+        };
+        match &common.body_mutation.as_ref().unwrap().mutation {
+            Some(body_mutation::Mutation::StreamedResponse(s)) => (s.body.clone(), s.end_of_stream),
+            other => panic!("not streamed: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn picks_the_fixed_endpoint_after_the_whole_body_and_echoes_every_chunk() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_on(listener, "10.1.2.3:8000".into(), false));
+        let mut client = ExternalProcessorClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut responses = client
+            .process(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(msg(Msg::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: vec![HeaderValue {
+                    key: ":path".into(),
+                    raw_value: b"/v1/completions".to_vec(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
+        tx.send(msg(body(b"{\"model\":", false))).await.unwrap();
+        tx.send(msg(body(b"\"m\"}", true))).await.unwrap();
+        let pick = responses.next().await.unwrap().unwrap();
+        let Some(Resp::RequestHeaders(h)) = &pick.response else {
+            panic!("{pick:?}")
+        };
+        let set = &h
+            .response
+            .as_ref()
+            .unwrap()
+            .header_mutation
+            .as_ref()
+            .unwrap()
+            .set_headers;
+        let hv = set[0].header.as_ref().unwrap();
+        assert_eq!(
+            (hv.key.as_str(), hv.raw_value.as_slice()),
+            (DESTINATION_ENDPOINT, b"10.1.2.3:8000".as_slice())
+        );
+        assert!(pick.dynamic_metadata.is_some());
+        let a = streamed(&responses.next().await.unwrap().unwrap());
+        let b = streamed(&responses.next().await.unwrap().unwrap());
+        assert_eq!(
+            (a, b),
+            ((b"{\"model\":".to_vec(), false), (b"\"m\"}".to_vec(), true))
+        );
+        // The response side: headers answered, every body chunk echoed as it came.
+        tx.send(msg(Msg::ResponseHeaders(HttpHeaders::default())))
+            .await
+            .unwrap();
+        assert!(matches!(
+            responses.next().await.unwrap().unwrap().response,
+            Some(Resp::ResponseHeaders(_))
+        ));
+        for (chunk, eos) in [(&b"data: 1\n\n"[..], false), (&b""[..], true)] {
+            tx.send(msg(Msg::ResponseBody(HttpBody {
+                body: chunk.to_vec(),
+                end_of_stream: eos,
+                ..Default::default()
+            })))
+            .await
+            .unwrap();
+            assert_eq!(
+                streamed(&responses.next().await.unwrap().unwrap()),
+                (chunk.to_vec(), eos)
+            );
+        }
+        drop(tx);
+        assert!(
+            responses.next().await.is_none(),
+            "the stream ends with the client's"
+        );
+        server.abort();
+    }
 }

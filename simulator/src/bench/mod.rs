@@ -448,9 +448,13 @@ fn rows_of(
         })
         .collect();
     let (null_cpu, null_rps) = (rows[0].cpu_s_per_1k, rows[0].rps);
-    for r in &mut rows {
-        r.cpu_ratio = r.cpu_s_per_1k / null_cpu;
-        r.rps_ratio = r.rps / null_rps;
+    for (i, r) in rows.iter_mut().enumerate() {
+        // The first null server is the reference, 1 by definition.
+        (r.cpu_ratio, r.rps_ratio) = if i == 0 {
+            (1.0, 1.0)
+        } else {
+            (r.cpu_s_per_1k / null_cpu, r.rps / null_rps)
+        };
     }
     rows
 }
