@@ -21,16 +21,22 @@
 //!   error with its field path, GIE's system defaults, rendering, and the plugin registry.
 //! - [`runtime`]: the one assembly point: config + flags → a [`runtime::Runtime`], swapped on
 //!   reload by [`runtime::Live`], which also runs the flow-control dispatcher and the scraper.
-//! - [`discovery`]: endpoint sources (a list, a watched file) delivering into a
+//! - [`discovery`]: endpoint sources (a list, a watched file, Kubernetes: InferencePool and its
+//!   pods, InferenceObjective, InferenceModelRewrite, or a standalone selector) delivering into a
 //!   [`discovery::Sink`]: the pool plus objectives and model rewrites.
 //! - [`pool`]: the live endpoint pool: discovery sets the endpoints, the data layer their metrics,
 //!   the request path reads lock-free snapshots.
 //! - [`extproc`]: the Envoy ext_proc service: the per-stream state machine, request parsing,
 //!   body mutation, response usage parsing, errors.
-//! - [`server`]: the listeners (ext_proc, gRPC health, metrics), TLS and graceful stop.
+//! - [`server`]: the listeners (ext_proc, gRPC health, metrics, admin), TLS and graceful stop.
 //! - [`telemetry`]: the EPP's own Prometheus metrics with GIE's names.
+//! - [`admin`]: the admin API (`proto/`): `Explain` (a dry run of admission and scheduling, with
+//!   every filter's verdict and scorer's contribution), `GetState`/`WatchState`, and the
+//!   `switchyard explain` / `switchyard state` commands.
+//! - [`tasks`]: background tasks whose panic ends the process rather than leaving it degraded.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod datalayer;
@@ -43,4 +49,5 @@ pub mod prefix;
 pub mod runtime;
 pub mod scheduling;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;

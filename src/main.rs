@@ -1,5 +1,6 @@
 //! The `switchyard` binary: flags and wiring only.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,19 @@ use tokio::sync::watch;
 
 fn duration(s: &str) -> Result<Duration, String> {
     switchyard::decode::parse_go_duration(s)
+}
+
+/// `--admin-port`: a port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AdminPort(Option<u16>);
+
+fn admin_port(s: &str) -> Result<AdminPort, String> {
+    if s == "off" {
+        return Ok(AdminPort(None));
+    }
+    s.parse::<u16>()
+        .map(|p| AdminPort(Some(p)))
+        .map_err(|_| format!("expected a port number or \"off\", got {s:?}"))
 }
 
 fn byte_size(s: &str) -> Result<usize, String> {
@@ -49,6 +63,10 @@ struct Cli {
     /// Directory holding tls.crt and tls.key.
     #[arg(long)]
     cert_path: Option<PathBuf>,
+    /// PEM file of CA certificates: only clients (gateways) presenting a certificate issued by
+    /// one of them may connect to the ext_proc port (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    client_ca_file: Option<PathBuf>,
     /// Also serve grpc.health.v1 on the ext_proc port.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     health_checking: bool,
@@ -63,7 +81,18 @@ struct Cli {
     /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
     #[arg(long, default_value = "64Mi", value_parser = byte_size)]
     max_request_body_bytes: usize,
-    /// How long open streams may finish after SIGTERM.
+    /// Port of the admin API (Explain, GetState, WatchState: `switchyard explain`, `switchyard
+    /// state`), or "off".
+    #[arg(long, default_value = "9004", value_parser = admin_port)]
+    admin_port: AdminPort,
+    /// Address the admin API binds to. It has no authentication: loopback unless you say so.
+    #[arg(long, default_value = "127.0.0.1")]
+    admin_bind_address: IpAddr,
+    /// After SIGTERM, how long new streams are still served (readiness already NOT_SERVING)
+    /// while the gateway notices; a second SIGTERM or SIGINT exits at once.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    drain_timeout: Duration,
+    /// Then, how long open streams may finish once the listeners close.
     #[arg(long, default_value = "30s", value_parser = duration)]
     shutdown_grace_period: Duration,
 
@@ -95,6 +124,10 @@ struct Cli {
     /// Ignore the gateway's subset hint.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     disable_endpoint_subset_filter: bool,
+    /// Send the top endpoints' total scores with each pick (header and envoy.lb metadata
+    /// x-gateway-destination-endpoint-scores).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    emit_endpoint_scores: bool,
     /// InferencePool name (Kubernetes discovery).
     #[arg(long, default_value = "")]
     pool_name: String,
@@ -259,7 +292,10 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not end the process: tracing would otherwise report the failed
+        // write with eprintln!, which panics.
+        .log_internal_errors(false);
     if cli.zap_encoder == "json" {
         builder.json().init();
     } else {
@@ -339,7 +375,18 @@ fn warn_compat_flags(cli: &Cli) {
 }
 
 /// The endpoint source the flags name: exactly one of them.
-fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
+async fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
+    use switchyard::discovery::kubernetes::{KubernetesOptions, KubernetesSource};
+    let static_source = cli.static_endpoints.is_some() || cli.static_endpoints_file.is_some();
+    let (pool, selector) = (!cli.pool_name.is_empty(), !cli.endpoint_selector.is_empty());
+    if [pool, selector, static_source]
+        .iter()
+        .filter(|s| **s)
+        .count()
+        > 1
+    {
+        bail!("give exactly one of --pool-name, --endpoint-selector, --static-endpoints(-file)");
+    }
     if let Some(list) = &cli.static_endpoints {
         return Ok(discovery::Source::List(
             discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?,
@@ -351,18 +398,30 @@ fn endpoint_source(cli: &Cli) -> Result<discovery::Source> {
             interval: cli.static_endpoints_reload_interval,
         });
     }
-    if !cli.pool_name.is_empty() || !cli.endpoint_selector.is_empty() {
-        bail!(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build; \
-             give the endpoints with --static-endpoints or --static-endpoints-file"
-        );
-    }
-    bail!("no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE")
+    let ns = &cli.pool_namespace;
+    let opts = match (pool, selector) {
+        (true, _) => KubernetesOptions::pool(&cli.pool_name, ns, &cli.pool_group)?,
+        (_, true) => {
+            let ports = &cli.endpoint_target_ports;
+            KubernetesOptions::standalone(&cli.endpoint_selector, ports, ns)?
+        }
+        _ => bail!(
+            "no endpoints: give --pool-name (Kubernetes), --endpoint-selector (Kubernetes, \
+             standalone), --static-endpoints ip:port,... or --static-endpoints-file FILE"
+        ),
+    };
+    Ok(discovery::Source::Kubernetes(Box::new(
+        KubernetesSource::connect(opts).await?,
+    )))
 }
 
 /// What the runtime takes from the flags. `--model-server-metrics-port` applies only when every
 /// endpoint serves on one port, as GIE requires one target port.
-fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot) -> Flags {
+fn runtime_flags(
+    cli: &Cli,
+    snapshot: &switchyard::scheduling::EndpointSnapshot,
+    pool_name: Option<&str>,
+) -> Flags {
     let mut ports = snapshot.endpoints().iter().map(|e| e.endpoint.port);
     let one_port = ports.next().filter(|p| ports.all(|q| q == *p)).is_some();
     let metrics_port = cli.model_server_metrics_port.filter(|p| *p > 0);
@@ -370,11 +429,7 @@ fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot)
         tracing::warn!("--model-server-metrics-port is ignored: endpoints serve on several ports");
     }
     Flags {
-        pool_name: if cli.pool_name.is_empty() {
-            "switchyard".into()
-        } else {
-            cli.pool_name.clone()
-        },
+        pool_name: pool_name.unwrap_or("switchyard").into(),
         pool_namespace: if cli.pool_namespace.is_empty() {
             std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into())
         } else {
@@ -390,6 +445,7 @@ fn runtime_flags(cli: &Cli, snapshot: &switchyard::scheduling::EndpointSnapshot)
         model_server_metrics_insecure_skip_verify: cli
             .model_server_metrics_https_insecure_skip_verify,
         model_server_metrics_port: metrics_port.filter(|_| one_port),
+        emit_endpoint_scores: cli.emit_endpoint_scores,
         max_label_values: cli.max_label_values,
         fairness_idle_timeout: cli.fairness_idle_timeout,
     }
@@ -402,27 +458,39 @@ async fn bind(addr: IpAddr, port: u16, what: &str) -> Result<tokio::net::TcpList
         .with_context(|| format!("binding the {what} port {sa}"))?;
     let local = l.local_addr()?;
     tracing::info!(%local, "{what} listening");
-    // A machine-readable line for tests and scripts that start Switchyard on port 0.
-    eprintln!("switchyard: {what} listening on {local}");
+    // A machine-readable line for tests and scripts that start Switchyard on port 0 (a closed
+    // stderr is no reason to fail).
+    let _ = writeln!(std::io::stderr(), "switchyard: {what} listening on {local}");
     Ok(l)
 }
 
-/// Resolves on SIGTERM or Ctrl-C; SIGHUP bumps `hup` (re-read the config and endpoints files).
-async fn signals(hup: watch::Sender<u64>) {
+/// Installs the signal handlers: SIGTERM and SIGINT count into `stops` (the first starts the
+/// drain, a second exits at once), SIGHUP bumps `hup` (re-read the config and endpoints files).
+fn watch_signals(stops: watch::Sender<u32>, hup: watch::Sender<u64>) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => {
-                tracing::info!("SIGHUP: re-reading the configuration and endpoints files");
-                hup.send_modify(|n| *n += 1);
-            }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the configuration and endpoints files");
+                    hup.send_modify(|n| *n += 1);
+                    continue;
+                }
+            };
+            stops.send_modify(|n| *n += 1);
+            tracing::info!(
+                signal = name,
+                count = *stops.borrow(),
+                "stop signal received"
+            );
         }
-    }
-    tracing::info!("stop signal received");
+    });
+    Ok(())
 }
 
 /// The ext_proc certificate: none with `--secure-serving=false`, `--cert-path`'s pair (watched
@@ -432,48 +500,101 @@ fn serving_certificate(
     stop: &watch::Receiver<bool>,
 ) -> Result<Option<Arc<server::tls::CertStore>>> {
     if !cli.secure_serving {
+        if cli.client_ca_file.is_some() {
+            bail!("--client-ca-file needs TLS: it cannot be used with --secure-serving=false");
+        }
         return Ok(None);
     }
+    let client_cas = match &cli.client_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --client-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let store = |pair: &server::tls::CertPair| match &client_cas {
+        Some(ca) => server::tls::CertStore::with_client_cas(pair, ca),
+        None => server::tls::CertStore::new(pair),
+    };
     let Some(dir) = &cli.cert_path else {
         if cli.enable_cert_reload {
             tracing::warn!(
                 "--enable-cert-reload needs --cert-path; the self-signed certificate is fixed"
             );
         }
-        return Ok(Some(server::tls::CertStore::new(
-            &server::tls::self_signed()?,
-        )?));
+        return Ok(Some(store(&server::tls::self_signed()?)?));
     };
-    let store = server::tls::CertStore::new(&server::tls::from_dir(dir)?)
+    let store = store(&server::tls::from_dir(dir)?)
         .with_context(|| format!("loading the certificate in {}", dir.display()))?;
     if cli.enable_cert_reload {
         let watch = store
             .clone()
             .watch_dir(dir.clone(), cli.cert_reload_interval, stop.clone());
-        tokio::spawn(watch);
+        switchyard::tasks::spawn_critical("certificate watcher", watch);
     }
     Ok(Some(store))
 }
 
+/// Periods that drive timers must be at least 1 ms (a zero period would stop the timer, a
+/// nanosecond one spin); every bad one is reported at once.
+fn check_periods(cli: &Cli) -> Result<()> {
+    let bad: Vec<String> = [
+        ("--refresh-metrics-interval", cli.refresh_metrics_interval),
+        (
+            "--refresh-prometheus-metrics-interval",
+            cli.refresh_prometheus_metrics_interval,
+        ),
+        (
+            "--metrics-staleness-threshold",
+            cli.metrics_staleness_threshold,
+        ),
+        (
+            "--static-endpoints-reload-interval",
+            cli.static_endpoints_reload_interval,
+        ),
+        ("--config-reload-interval", cli.config_reload_interval),
+        ("--cert-reload-interval", cli.cert_reload_interval),
+        ("--fairness-idle-timeout", cli.fairness_idle_timeout),
+    ]
+    .into_iter()
+    .filter(|(_, d)| *d < Duration::from_millis(1))
+    .map(|(flag, d)| format!("{flag}: must be at least 1ms, got {d:?}"))
+    .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        bail!("invalid flags:\n  - {}", bad.join("\n  - "))
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
+    check_periods(&cli)?;
     let (cfg, source, text) = load_config(&cli)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
     if cli.print_config {
-        print!("{}", cfg.to_yaml());
+        let _ = std::io::stdout().write_all(cfg.to_yaml().as_bytes());
         return Ok(());
     }
     warn_compat_flags(&cli);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stops_tx, stops) = watch::channel(0u32);
     let (hup_tx, hup_rx) = watch::channel(0u64);
+    watch_signals(stops_tx, hup_tx)?;
+    // Set when the listeners close: background tasks stop, queued requests are answered.
+    let (closing, stop_rx) = watch::channel(false);
     let sink = Sink::new();
-    endpoint_source(&cli)?
+    let endpoints = endpoint_source(&cli).await?;
+    let pool_name = endpoints.pool_name().map(str::to_string);
+    let mut registry = Registry::default();
+    if let discovery::Source::Kubernetes(k) = &endpoints {
+        k.metrics().register(&mut registry);
+    }
+    endpoints
         .start(&sink, hup_rx.clone(), stop_rx.clone())
         .await?;
     tracing::info!(endpoints = sink.pool.snapshot().len(), "endpoints loaded");
-    let flags = runtime_flags(&cli, &sink.pool.snapshot());
-    let mut registry = Registry::default();
+    let flags = runtime_flags(&cli, &sink.pool.snapshot(), pool_name.as_deref());
     let origin = source.origin.clone();
     let live = Live::start(
         cfg,
@@ -486,7 +607,8 @@ async fn run(cli: Cli) -> Result<()> {
     )?;
     if let ConfigOrigin::File(path) = origin {
         let interval = cli.config_reload_interval;
-        tokio::spawn(live.clone().watch_config_file(path, interval, text, hup_rx));
+        let watch = live.clone().watch_config_file(path, interval, text, hup_rx);
+        switchyard::tasks::spawn_critical("config watcher", watch);
     }
     let tls = serving_certificate(&cli, &stop_rx)?;
     let listeners = Listeners {
@@ -494,33 +616,57 @@ async fn run(cli: Cli) -> Result<()> {
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,
         metrics: bind(cli.bind_address, cli.metrics_port, "metrics").await?,
     };
+    let admin = match cli.admin_port.0 {
+        None => None,
+        Some(port) => {
+            if !cli.admin_bind_address.is_loopback() {
+                tracing::warn!(
+                    address = %cli.admin_bind_address,
+                    "the admin API has no authentication and is reachable beyond this host"
+                );
+            }
+            let l = bind(cli.admin_bind_address, port, "admin")
+                .await
+                .context("set --admin-port to a free port, or to off")?;
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(server::admin::serve(l, live.clone(), stopped)))
+        }
+    };
     let readiness = Readiness::following(sink.synced.subscribe());
     let options = ServeOptions {
         tls,
         health_on_grpc_port: cli.health_checking,
+        drain: cli.drain_timeout,
         grace: cli.shutdown_grace_period,
     };
-    let stop = async move {
-        signals(hup_tx).await;
-        let _ = stop_tx.send(true);
-    };
     let director = live.director().clone();
+    let registry = Arc::new(registry);
     server::serve(
-        listeners,
-        director,
-        Arc::new(registry),
-        readiness,
-        options,
-        stop,
+        listeners, director, registry, readiness, options, stops, closing,
     )
     .await?;
+    if let Some(task) = admin
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "the admin API stopped with an error");
+    }
     live.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let (args, dropped) = normalise_args(std::env::args().collect());
+    let raw: Vec<String> = std::env::args().collect();
+    if raw
+        .get(1)
+        .is_some_and(|a| switchyard::admin::cli::SUBCOMMANDS.contains(&a.as_str()))
+    {
+        return switchyard::admin::cli::main(raw);
+    }
+    let (args, dropped) = normalise_args(raw);
     let cli = Cli::parse_from(args);
     init_logging(&cli);
     for d in dropped {
@@ -533,14 +679,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -607,6 +753,11 @@ mod tests {
         assert_eq!(cli.metrics_staleness_threshold, Duration::from_secs(2));
         assert_eq!(cli.max_request_body_bytes, 64 << 20);
         assert_eq!(cli.pool_group, "inference.networking.k8s.io");
+        assert_eq!(cli.admin_port, AdminPort(Some(9004)));
+        assert!(cli.admin_bind_address.is_loopback());
+        let cli = Cli::parse_from(["switchyard", "--admin-port", "off"]);
+        assert_eq!(cli.admin_port, AdminPort(None));
+        assert!(Cli::try_parse_from(["switchyard", "--admin-port", "no"]).is_err());
         assert_eq!(cli.verbosity, 2);
     }
 }

@@ -60,15 +60,7 @@ fn no_endpoint_source_is_a_clear_error() {
     let (code, _, err) = switchyard(&["--secure-serving=false"]);
     assert_eq!(code, 1);
     assert!(
-        err.ends_with("error: no endpoints: give --static-endpoints ip:port,... or --static-endpoints-file FILE\n"),
-        "{err}"
-    );
-    let (code, _, err) = switchyard(&["--pool-name", "p"]);
-    assert_eq!(code, 1);
-    assert!(
-        err.contains(
-            "Kubernetes discovery (--pool-name, --endpoint-selector) is not part of this build"
-        ),
+        err.ends_with("error: no endpoints: give --pool-name (Kubernetes), --endpoint-selector (Kubernetes, standalone), --static-endpoints ip:port,... or --static-endpoints-file FILE\n"),
         "{err}"
     );
     let (code, _, err) = switchyard(&["--static-endpoints", "localhost:80"]);
@@ -108,4 +100,51 @@ fn warnings_go_to_stderr() {
         err.contains("WARN switchyard: config: dataLayer.sources is empty: endpoint metrics collection is disabled"),
         "{err}"
     );
+}
+
+#[test]
+fn zero_and_tiny_periods_are_refused_at_startup() {
+    for (flag, value) in [
+        ("--refresh-metrics-interval", "0s"),
+        ("--refresh-prometheus-metrics-interval", "0s"),
+        ("--static-endpoints-reload-interval", "0s"),
+        ("--config-reload-interval", "1ns"),
+        ("--metrics-staleness-threshold", "500us"),
+        ("--cert-reload-interval", "0s"),
+        ("--fairness-idle-timeout", "0s"),
+    ] {
+        let (code, _, err) = switchyard(&["--static-endpoints", "127.0.0.1:8000", flag, value]);
+        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert!(
+            err.contains(&format!("{flag}: must be at least 1ms")),
+            "{flag} {value}: {err}"
+        );
+    }
+    let (code, _, err) = switchyard(&[
+        "--static-endpoints",
+        "127.0.0.1:8000",
+        "--refresh-metrics-interval",
+        "0s",
+        "--config-reload-interval",
+        "0s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid flags:\n  - --refresh-metrics-interval: must be at least 1ms, got 0ns\n  - --config-reload-interval: must be at least 1ms, got 0ns"),
+        "every bad flag at once: {err}"
+    );
+}
+
+#[test]
+fn print_config_survives_a_closed_stdout() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--print-config")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "no panic on a closed pipe");
 }

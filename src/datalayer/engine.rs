@@ -219,6 +219,7 @@ impl EngineMapping {
             errors: Vec::new(),
             stats,
             kv_above_one: None,
+            bad_load: false,
         };
         let m = &mut out.metrics;
         let mut done: Vec<Role> = Vec::with_capacity(7);
@@ -242,6 +243,21 @@ impl EngineMapping {
             } else {
                 found.value
             };
+            // A load value that is not a number, negative or infinite is unknown: the endpoint
+            // is taken as fully loaded (it must not look idle and attract traffic) and this
+            // scrape does not count as fresh.
+            let load = matches!(slot.role, Role::Queued | Role::Running | Role::KvUsage);
+            if load && !(value.is_finite() && value >= 0.0) {
+                out.errors
+                    .push(SpecError::new(slot.role, ErrorKind::BadValue));
+                out.bad_load = true;
+                match slot.role {
+                    Role::Queued => m.waiting_queue_size = u64::MAX,
+                    Role::Running => m.running_requests_size = u64::MAX,
+                    _ => m.kv_cache_usage = 1.0,
+                }
+                continue;
+            }
             let ok = match slot.role {
                 Role::Queued => {
                     m.waiting_queue_size = to_count(value);
@@ -252,17 +268,11 @@ impl EngineMapping {
                     true
                 }
                 Role::KvUsage => {
-                    if value.is_nan() {
-                        out.errors
-                            .push(SpecError::new(slot.role, ErrorKind::NotANumber));
-                        false
-                    } else {
-                        if value > 1.0 {
-                            out.kv_above_one = Some(value);
-                        }
-                        m.kv_cache_usage = value.clamp(0.0, 1.0);
-                        true
+                    if value > 1.0 {
+                        out.kv_above_one = Some(value);
                     }
+                    m.kv_cache_usage = value.min(1.0);
+                    true
                 }
                 Role::Lora => {
                     let set = |label: &str| -> HashSet<String> {
@@ -318,7 +328,7 @@ impl EngineMapping {
                 out.errors.push(SpecError::new(role, ErrorKind::NotFound));
             }
         }
-        if out.succeeded > 0 {
+        if out.succeeded > 0 && !out.bad_load {
             out.metrics.updated_at = Some(now);
         }
         out
@@ -337,6 +347,8 @@ pub struct Extraction {
     pub stats: ParseStats,
     /// The raw KV usage when it was above 1 (then clamped): a percent-reporting adapter?
     pub kv_above_one: Option<f64>,
+    /// A load value was unusable: the metrics were not refreshed (`updated_at` kept).
+    pub bad_load: bool,
 }
 
 /// Why one spec could not be read.
@@ -358,7 +370,8 @@ pub enum ErrorKind {
     NotFound,
     /// The matching series lacks a label the role needs, or it is not a non-negative integer.
     BadLabel(String),
-    NotANumber,
+    /// A load value (queue, running, KV usage) that is NaN, infinite or negative.
+    BadValue,
 }
 
 impl fmt::Display for SpecError {
@@ -372,7 +385,11 @@ impl fmt::Display for SpecError {
                     self.role.as_str()
                 )
             }
-            ErrorKind::NotANumber => write!(f, "{}: value is NaN", self.role.as_str()),
+            ErrorKind::BadValue => write!(
+                f,
+                "{}: value is NaN, infinite or negative (the endpoint counts as fully loaded)",
+                self.role.as_str()
+            ),
         }
     }
 }

@@ -117,15 +117,44 @@ fn kv_usage_is_clamped_and_flagged() {
     let x = extract("vllm", "vllm:kv_cache_usage_perc 87.5\n");
     assert_eq!(x.metrics.kv_cache_usage, 1.0);
     assert_eq!(x.kv_above_one, Some(87.5));
-    let x = extract("vllm", "vllm:kv_cache_usage_perc -0.5\n");
-    assert_eq!((x.metrics.kv_cache_usage, x.kv_above_one), (0.0, None));
-    let x = extract("vllm", "vllm:kv_cache_usage_perc NaN\n");
-    assert!(
-        x.errors
-            .contains(&SpecError::new(Role::KvUsage, ErrorKind::NotANumber))
-    );
-    assert_eq!(x.succeeded, 0);
-    assert_eq!(x.metrics.updated_at, None);
+}
+
+#[test]
+fn unusable_load_values_count_as_fully_loaded_and_not_fresh() {
+    for (line, role) in [
+        ("vllm:kv_cache_usage_perc NaN", Role::KvUsage),
+        ("vllm:kv_cache_usage_perc -0.5", Role::KvUsage),
+        ("vllm:num_requests_waiting NaN", Role::Queued),
+        ("vllm:num_requests_waiting -3", Role::Queued),
+        ("vllm:num_requests_running +Inf", Role::Running),
+    ] {
+        let name = line.split(' ').next().unwrap();
+        let page: String = [
+            "vllm:num_requests_waiting 0",
+            "vllm:num_requests_running 1",
+            "vllm:kv_cache_usage_perc 0.1",
+        ]
+        .iter()
+        .map(|good| if good.starts_with(name) { line } else { good })
+        .map(|l| format!("{l}\n"))
+        .collect();
+        let x = extract("vllm", &page);
+        assert!(
+            x.errors
+                .contains(&SpecError::new(role, ErrorKind::BadValue)),
+            "{line}: {:?}",
+            x.errors
+        );
+        assert!(x.bad_load);
+        assert_eq!(x.metrics.updated_at, None, "{line}: not fresh");
+        let m = &x.metrics;
+        let worst = match role {
+            Role::Queued => m.waiting_queue_size == u64::MAX,
+            Role::Running => m.running_requests_size == u64::MAX,
+            _ => m.kv_cache_usage == 1.0,
+        };
+        assert!(worst, "{line}: {m:?}");
+    }
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Objectives (request priority by name) and model rewrites, as InferenceObjective and
 //! InferenceModelRewrite give them in Kubernetes; here they may also come from a static file.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rand::RngExt;
@@ -28,6 +30,21 @@ pub struct RewriteRule {
 pub struct ModelRewrite {
     pub name: String,
     pub rules: Vec<RewriteRule>,
+    /// The object's `creationTimestamp` (Kubernetes); `None` for the static file, where the order
+    /// of the list is the precedence.
+    pub created: Option<SystemTime>,
+}
+
+/// GIE's precedence between rewrites (`modelrewritestore.go`): the oldest `creationTimestamp`
+/// first, ties by name so the order is deterministic; rewrites without a timestamp keep their
+/// given order, ahead of timestamped ones.
+fn precedence(a: &ModelRewrite, b: &ModelRewrite) -> Ordering {
+    match (a.created, b.created) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.name.cmp(&b.name)),
+    }
 }
 
 /// The decision of a rewrite.
@@ -41,7 +58,7 @@ pub struct RewriteDecision {
 pub struct Datastore {
     /// Objective name → priority (`None` when unset, which means 0).
     objectives: ArcSwap<HashMap<String, Option<i32>>>,
-    /// In precedence order: the first (oldest) rewrite that matches wins.
+    /// In precedence order (see [`precedence`]): the first rewrite that matches wins.
     rewrites: ArcSwap<Vec<ModelRewrite>>,
     /// Every model the rewrites name (matched or targeted): label values known to be legitimate.
     models: ArcSwap<std::collections::HashSet<String>>,
@@ -52,7 +69,10 @@ impl Datastore {
         self.objectives.store(Arc::new(objectives));
     }
 
-    pub fn set_rewrites(&self, rewrites: Vec<ModelRewrite>) {
+    /// Replaces the rewrites; they are kept in precedence order: oldest `created` first, those
+    /// without a timestamp in the order given.
+    pub fn set_rewrites(&self, mut rewrites: Vec<ModelRewrite>) {
+        rewrites.sort_by(precedence);
         let models = rewrites
             .iter()
             .flat_map(|rw| &rw.rules)
@@ -74,8 +94,10 @@ impl Datastore {
             .unwrap_or(0)
     }
 
-    /// Applies the rewrites to `incoming`: a rule naming the model exactly beats a generic rule
-    /// (one with no matches); among equals the first rewrite wins. Targets are chosen by weight.
+    /// Applies the rewrites to `incoming` as GIE does (§4.3): a rule naming the model exactly
+    /// beats a generic rule (one with no matches); among equals the rewrite first in precedence
+    /// order wins, and within one rewrite its first matching rule. Targets are chosen by weight
+    /// (uniformly when every weight is 0).
     pub fn rewrite(&self, incoming: &str, rng: &mut SchedulerRng) -> Option<RewriteDecision> {
         let rewrites = self.rewrites.load();
         let mut generic: Option<(&ModelRewrite, &RewriteRule)> = None;
@@ -138,7 +160,13 @@ mod tests {
                     })
                     .collect(),
             }],
+            created: None,
         }
+    }
+
+    fn at(mut r: ModelRewrite, secs: u64) -> ModelRewrite {
+        r.created = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        r
     }
 
     #[test]
@@ -175,6 +203,47 @@ mod tests {
         assert_eq!(d.rewrite("other", &mut rng).unwrap().target, "catch-all");
         d.set_rewrites(vec![rw("only", &["x"], &[("y", 1)])]);
         assert_eq!(d.rewrite("m", &mut rng), None);
+    }
+
+    #[test]
+    fn oldest_timestamp_wins_and_exact_still_beats_an_older_generic() {
+        let d = Datastore::default();
+        let mut rng = SchedulerRng::seed_from_u64(1);
+        d.set_rewrites(vec![
+            at(rw("young", &["m"], &[("young", 1)]), 300),
+            at(rw("old-generic", &[], &[("generic", 1)]), 100),
+            at(rw("b-tie", &["m"], &[("b", 1)]), 200),
+            at(rw("a-tie", &["m"], &[("a", 1)]), 200),
+        ]);
+        let pick = |m: &str, rng: &mut SchedulerRng| d.rewrite(m, rng).unwrap().rewrite_name;
+        assert_eq!(pick("m", &mut rng), "a-tie", "oldest exact, ties by name");
+        assert_eq!(pick("other", &mut rng), "old-generic");
+        d.set_rewrites(vec![
+            at(rw("young", &["m"], &[("young", 1)]), 300),
+            at(rw("b-tie", &["m"], &[("b", 1)]), 200),
+        ]);
+        assert_eq!(
+            pick("m", &mut rng),
+            "b-tie",
+            "deleting the winner promotes the next"
+        );
+        assert_eq!(d.rewrite("other", &mut rng), None);
+    }
+
+    #[test]
+    fn first_rule_within_a_rewrite_wins() {
+        let d = Datastore::default();
+        let mut two = rw("two", &["m"], &[("first", 1)]);
+        two.rules.push(RewriteRule {
+            exact: vec!["m".into()],
+            targets: vec![RewriteTarget {
+                model: "second".into(),
+                weight: 1,
+            }],
+        });
+        d.set_rewrites(vec![two]);
+        let mut rng = SchedulerRng::seed_from_u64(3);
+        assert_eq!(d.rewrite("m", &mut rng).unwrap().target, "first");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`crate::pool::EndpointPool`] and the [`Datastore`], so sources plug in without touching it.
 
 pub mod datastore;
+pub mod kubernetes;
 pub mod static_source;
 
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ pub enum Source {
     /// `--static-endpoints-file`: endpoints, objectives and model rewrites, re-read every
     /// `interval` and on SIGHUP.
     File { path: PathBuf, interval: Duration },
+    /// `--pool-name` or `--endpoint-selector`: watched in Kubernetes; synced once the pool exists
+    /// and every watch has listed, unsynced while the pool is missing.
+    Kubernetes(Box<kubernetes::KubernetesSource>),
 }
 
 /// Why a source could not start.
@@ -45,6 +49,14 @@ pub enum DiscoveryError {
 }
 
 impl Source {
+    /// The pool name the source gives (Kubernetes), for metrics; `None` for static sources.
+    pub fn pool_name(&self) -> Option<&str> {
+        match self {
+            Source::Kubernetes(k) => Some(k.options().pool_name()),
+            _ => None,
+        }
+    }
+
     /// Loads the source's first view into `sink` and keeps it current until `stop`: the file
     /// source re-reads its file every interval and whenever `hup` changes.
     pub async fn start(
@@ -54,6 +66,10 @@ impl Source {
         stop: watch::Receiver<bool>,
     ) -> Result<(), DiscoveryError> {
         match self {
+            Source::Kubernetes(k) => {
+                k.spawn(sink.clone(), stop);
+                return Ok(());
+            }
             Source::List(endpoints) => sink.pool.set_endpoints(endpoints),
             Source::File { path, interval } => {
                 let bytes = std::fs::read(&path).map_err(|source| DiscoveryError::Read {
@@ -68,7 +84,10 @@ impl Source {
                         }
                     })?;
                 apply(file, &sink.pool, &sink.datastore);
-                tokio::spawn(watch_file(path, interval, sink.clone(), bytes, hup, stop));
+                crate::tasks::spawn_critical(
+                    "static endpoints watcher",
+                    watch_file(path, interval, sink.clone(), bytes, hup, stop),
+                );
             }
         }
         // Static sources are complete as soon as they are read.

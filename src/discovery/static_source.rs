@@ -60,9 +60,22 @@ pub fn parse_static_file(text: &str) -> Result<StaticFile, StaticFileError> {
             message: format!("not a valid YAML document: {e}"),
         }]))
     })?;
+    if value.is_null() {
+        // What a truncate-then-write edit leaves for a moment: never taken as "no endpoints".
+        return Err(StaticFileError(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: "the file is empty".into(),
+        }])));
+    }
     let mut d = Diagnostics::default();
     let mut top = Obj::new("", Some(&value), &mut d);
     let mut out = StaticFile::default();
+    if !top.has("endpoints") {
+        d.error(
+            "endpoints",
+            "required (write `endpoints: []` to run with no endpoints)",
+        );
+    }
     if let Some(items) = top.list("endpoints", &mut d) {
         for (i, item) in items.iter().enumerate() {
             parse_endpoint(&index("endpoints", i), item, &mut out.endpoints, &mut d);
@@ -292,7 +305,11 @@ fn parse_rewrite(path: &str, item: &Value, d: &mut Diagnostics) -> Option<ModelR
     }
     o.finish(d);
     match name {
-        Some(n) if !n.is_empty() => Some(ModelRewrite { name: n, rules }),
+        Some(n) if !n.is_empty() => Some(ModelRewrite {
+            name: n,
+            rules,
+            created: None,
+        }),
         _ => {
             d.error(format!("{path}.name"), "required");
             None
@@ -302,6 +319,11 @@ fn parse_rewrite(path: &str, item: &Value, d: &mut Diagnostics) -> Option<ModelR
 
 /// Applies a parsed file to the pool and the datastore.
 pub fn apply(file: StaticFile, pool: &EndpointPool, datastore: &Datastore) {
+    if file.endpoints.is_empty() {
+        tracing::warn!(
+            "the static endpoints file lists no endpoints: requests get 503 until it lists some"
+        );
+    }
     pool.set_endpoints(file.endpoints);
     datastore.set_objectives(file.objectives);
     datastore.set_rewrites(file.rewrites);
@@ -419,6 +441,26 @@ modelRewrites:
         assert_eq!(f.objectives.get("plain"), Some(&None));
         assert_eq!(f.rewrites[0].rules[0].exact, vec!["model-to-be-rewritten"]);
         assert_eq!(f.rewrites[0].rules[0].targets[0].model, "rewritten-model");
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_and_an_empty_list_is_not() {
+        for text in ["", "   \n", "# only a comment\n"] {
+            let e = parse_static_file(text).unwrap_err();
+            assert_eq!(e.messages(), vec!["the file is empty"], "{text:?}");
+        }
+        assert_eq!(
+            parse_static_file("objectives: []\n")
+                .unwrap_err()
+                .messages(),
+            vec!["endpoints: required (write `endpoints: []` to run with no endpoints)"]
+        );
+        assert!(
+            parse_static_file("endpoints: []\n")
+                .unwrap()
+                .endpoints
+                .is_empty()
+        );
     }
 
     #[test]

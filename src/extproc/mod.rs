@@ -6,6 +6,7 @@ pub mod error;
 pub mod openai;
 pub mod protocol;
 pub mod response;
+pub mod sequence;
 pub mod stream;
 
 use std::pin::Pin;

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::{ConfigOrigin, ConfigSource, Flags, Runtime};
 use crate::clock::Clock;
 use crate::config::{self, ConfigErrors};
-use crate::datalayer::{Collector, CollectorError, DataLayerMetrics};
+use crate::datalayer::{Collector, CollectorError, DataLayerMetrics, ScrapeHealth};
 use crate::discovery::Sink;
 use crate::extproc::Director;
 use crate::flowcontrol::{FlowControl, FlowControlMetrics};
@@ -63,12 +63,31 @@ impl ReloadMetrics {
             .inc();
     }
 
+    /// Reloads so far that succeeded and that failed.
+    pub fn counts(&self) -> (u64, u64) {
+        let get = |result: &str| {
+            self.reloads
+                .get(&ResultLabels {
+                    result: result.into(),
+                })
+                .map_or(0, |c| c.get())
+        };
+        (get("success"), get("failure"))
+    }
+
     fn loaded(&self, at: SystemTime) {
         let secs = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_success.set(secs);
     }
+}
+
+/// The most recent reload that failed: when, and every error with its field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    pub errors: Vec<String>,
 }
 
 /// Why the system could not start.
@@ -107,7 +126,10 @@ impl FlowControlSlot {
                     self.metrics.clone(),
                     &self.pool_name,
                 );
-                tokio::spawn(fc.clone().run(self.stop.clone()));
+                crate::tasks::spawn_critical(
+                    "flow-control dispatcher",
+                    fc.clone().run(self.stop.clone()),
+                );
                 *slot = Some(fc);
             }
             (None, None) => {}
@@ -138,6 +160,10 @@ pub struct Live {
     request_metrics: Arc<RequestMetrics>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
+    /// Kept after a later success: the admin API shows it next to the load time.
+    last_reload_failure: Mutex<Option<ReloadFailure>>,
+    /// Bumped after every reload attempt, good or bad.
+    reload_signal: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
 }
 
@@ -194,11 +220,16 @@ impl Live {
             reload_metrics,
             request_metrics,
             reloading: tokio::sync::Mutex::new(()),
+            last_reload_failure: Mutex::new(None),
+            reload_signal: watch::channel(0).0,
             stop,
         });
         let collector = live.start_collector(&live.runtime())?;
         *live.collector.try_lock().expect("not shared yet") = collector;
-        tokio::spawn(forget_departed(live.clone()));
+        crate::tasks::spawn_critical(
+            "prefix and in-flight sweeper",
+            forget_departed(live.clone()),
+        );
         Ok(live)
     }
 
@@ -215,6 +246,40 @@ impl Live {
     /// The flow controller, when any configuration so far enabled flow control.
     pub fn flow_control(&self) -> Option<Arc<FlowControl>> {
         self.flow_control.current.lock().clone()
+    }
+
+    /// The flags every runtime is built with.
+    pub fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Each endpoint's scrape record.
+    pub fn scrape_health(&self) -> &ScrapeHealth {
+        self.dl_metrics.health()
+    }
+
+    /// Reloads so far: (succeeded, failed).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        self.reload_metrics.counts()
+    }
+
+    /// The most recent failed reload, even if a later one succeeded.
+    pub fn last_reload_failure(&self) -> Option<ReloadFailure> {
+        self.last_reload_failure.lock().clone()
+    }
+
+    /// A receiver that changes after every reload attempt.
+    pub fn watch_reloads(&self) -> watch::Receiver<u64> {
+        self.reload_signal.subscribe()
+    }
+
+    /// A receiver that turns true when the process stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
     }
 
     fn start_collector(&self, rt: &Runtime) -> Result<Option<Collector>, CollectorError> {
@@ -251,7 +316,12 @@ impl Live {
             for err in &e.0 {
                 tracing::error!(error = %err, "configuration reload failed; keeping the configuration in force");
             }
+            *self.last_reload_failure.lock() = Some(ReloadFailure {
+                at: SystemTime::now(),
+                errors: e.0.iter().map(ToString::to_string).collect(),
+            });
         }
+        self.reload_signal.send_modify(|n| *n += 1);
         result
     }
 
@@ -263,6 +333,15 @@ impl Live {
         let old = self.runtime();
         let source = ConfigSource::new(origin, text);
         let rt = Runtime::rebuild(cfg, source, &self.flags, &old)?;
+        let shared = rt.plugins.prefix_index_shared_with(&old.plugins);
+        for (i, shared) in shared.into_iter().enumerate() {
+            if !shared && i < old.plugins.prefix_producers.len() {
+                tracing::info!(
+                    producer = i,
+                    "prefix block size or match length changed: starting a new prefix index"
+                );
+            }
+        }
         if rt.collector != old.collector {
             let mut slot = self.collector.lock().await;
             if let Some(c) = slot.take() {

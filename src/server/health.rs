@@ -10,9 +10,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-/// Readiness shared by the health servers and whoever decides it.
+/// Readiness shared by the health servers and whoever decides it. Once stopping, it stays
+/// not ready whatever else reports.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<AtomicBool>);
 
 impl Readiness {
     /// Readiness that follows `synced` (a discovery source's view being complete) until the
@@ -33,8 +34,13 @@ impl Readiness {
         self.0.store(ready, Ordering::SeqCst);
     }
 
+    /// The process is stopping: not ready from now on.
+    pub fn stop(&self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) && !self.1.load(Ordering::SeqCst)
     }
 }
 

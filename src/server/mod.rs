@@ -1,10 +1,11 @@
 //! The listeners: ext_proc gRPC (TLS by default), gRPC health, and Prometheus `/metrics`; and a
-//! graceful stop that lets open streams finish.
+//! graceful stop that lets open streams finish. The admin API has its own listener
+//! ([`admin::serve`]).
 
+pub mod admin;
 pub mod health;
 pub mod tls;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,11 @@ pub struct ServeOptions {
     pub tls: Option<Arc<CertStore>>,
     /// Also answer `grpc.health.v1` on the ext_proc port (`--health-checking`).
     pub health_on_grpc_port: bool,
-    /// How long open streams may run after a stop signal.
+    /// After the stop signal, how long new streams are still served while the gateway notices
+    /// that readiness dropped (`--drain-timeout`).
+    pub drain: Duration,
+    /// Then, how long open streams may finish once the listeners close
+    /// (`--shutdown-grace-period`).
     pub grace: Duration,
 }
 
@@ -43,22 +48,27 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("metrics server: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error("admin server: {0}")]
+    Admin(tonic::transport::Error),
+    #[error("admin server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves until `stop` resolves, then drains open ext_proc streams for up to `grace`.
+/// Serves until asked to stop, then shuts down in steps, each logged: on the first stop signal
+/// (`stops` counts SIGTERM/SIGINT) readiness drops and new streams are still served for
+/// `drain`; then `closing` is set (the listeners close, background tasks stop, queued requests
+/// are answered) and open streams may finish for `grace`. A second stop signal at any point ends
+/// everything at once.
 pub async fn serve(
     listeners: Listeners,
     director: Arc<Director>,
     registry: Arc<Registry>,
     readiness: Readiness,
     opts: ServeOptions,
-    stop: impl Future<Output = ()> + Send + 'static,
+    mut stops: watch::Receiver<u32>,
+    closing: watch::Sender<bool>,
 ) -> Result<(), ServeError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        stop.await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = closing.subscribe();
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -113,27 +123,48 @@ pub async fn serve(
     };
 
     // Run until stopped (or until a server fails).
-    let mut rx = stop_rx.clone();
     tokio::select! {
-        _ = rx.wait_for(|s| *s) => {}
+        _ = stops.wait_for(|n| *n >= 1) => {}
         res = &mut grpc_task => {
-            readiness.set(false);
+            readiness.stop();
+            let _ = closing.send(true);
             return match res {
                 Ok(r) => r.map_err(ServeError::from),
                 Err(e) => Err(ServeError::Metrics(std::io::Error::other(e))),
             };
         }
     }
-    readiness.set(false);
-    tracing::info!(grace = ?opts.grace, "stopping: draining open streams");
-    match tokio::time::timeout(opts.grace, &mut grpc_task).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(e)) => return Err(ServeError::Metrics(std::io::Error::other(e))),
-        Err(_) => {
-            tracing::warn!("grace period over: closing the remaining streams");
-            grpc_task.abort();
+    readiness.stop();
+    let second = |mut s: watch::Receiver<u32>| async move {
+        let _ = s.wait_for(|n| *n >= 2).await;
+    };
+    let mut at_once = false;
+    if !opts.drain.is_zero() {
+        tracing::info!(
+            drain = ?opts.drain,
+            "stopping: readiness is NOT_SERVING; new streams are still served while the gateway notices"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(opts.drain) => {}
+            _ = second(stops.clone()) => at_once = true,
         }
     }
+    let _ = closing.send(true);
+    if !at_once {
+        tracing::info!(grace = ?opts.grace, "stopping: listeners closed; open streams may finish");
+        tokio::select! {
+            r = tokio::time::timeout(opts.grace, &mut grpc_task) => match r {
+                Ok(Ok(r)) => r?,
+                Ok(Err(e)) => return Err(ServeError::Metrics(std::io::Error::other(e))),
+                Err(_) => tracing::warn!("grace period over: closing the remaining streams"),
+            },
+            _ = second(stops) => at_once = true,
+        }
+    }
+    if at_once {
+        tracing::warn!("second stop signal: exiting now");
+    }
+    grpc_task.abort();
     health_task.abort();
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), metrics_task).await {
         return Err(ServeError::Metrics(e));

@@ -94,16 +94,40 @@ impl CertPair {
     }
 }
 
-/// The certificate served to new connections; replaceable at any time.
+/// The certificate served to new connections; replaceable at any time. With client CAs set,
+/// only clients presenting a certificate from one of them may connect (mutual TLS).
 #[derive(Debug)]
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
+    client_cas: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl CertStore {
     pub fn new(pair: &CertPair) -> Result<Arc<Self>, TlsError> {
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(pair.certified_key()?),
+            client_cas: None,
+        }))
+    }
+
+    /// Like [`CertStore::new`], requiring client certificates issued by a CA in `ca_pem`
+    /// (`--client-ca-file`).
+    pub fn with_client_cas(pair: &CertPair, ca_pem: &str) -> Result<Arc<Self>, TlsError> {
+        let invalid = |reason: String| TlsError::Invalid {
+            what: "--client-ca-file".into(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| invalid(e.to_string()))?;
+            roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid("no CA certificate in the PEM".into()));
+        }
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(pair.certified_key()?),
+            client_cas: Some(Arc::new(roots)),
         }))
     }
 
@@ -113,15 +137,25 @@ impl CertStore {
         Ok(())
     }
 
-    /// The rustls server configuration: this store's certificate, HTTP/2 only (gRPC).
+    /// The rustls server configuration: this store's certificate, HTTP/2 only (gRPC), client
+    /// certificates verified when client CAs are set.
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions");
+        let builder = match &self.client_cas {
+            None => builder.with_no_client_auth(),
+            Some(roots) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider,
+                )
+                .build()
+                .expect("a non-empty root store builds a verifier"),
+            ),
+        };
+        let mut cfg = builder.with_cert_resolver(self.clone());
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         cfg
     }

@@ -26,7 +26,7 @@ use switchyard::pool::EndpointPool;
 use switchyard::runtime::{ConfigOrigin, ConfigSource, Flags, Live};
 use switchyard::scheduling::{Endpoint, EndpointMetrics};
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness, tls::CertPair};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -46,7 +46,7 @@ pub struct Harness {
     pub live: Arc<Live>,
     /// Stops the flow controller's dispatcher and the other background tasks.
     pub fc_stop: tokio::sync::watch::Sender<bool>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<u32>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -120,7 +120,8 @@ impl Harness {
         let metrics_addr = listeners.metrics.local_addr().unwrap();
         let readiness = Readiness::default();
         readiness.set(true);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stops) = tokio::sync::watch::channel(0u32);
+        let (closing, _) = tokio::sync::watch::channel(false);
         let reg = registry.clone();
         let rd = readiness.clone();
         let task = tokio::spawn(async move {
@@ -134,11 +135,11 @@ impl Harness {
                         .tls
                         .map(|p| server::tls::CertStore::new(&p).expect("valid pair")),
                     health_on_grpc_port: true,
+                    drain: Duration::ZERO,
                     grace: Duration::from_secs(5),
                 },
-                async move {
-                    let _ = stop_rx.await;
-                },
+                stops,
+                closing,
             )
             .await
             .expect("server ran");
@@ -197,7 +198,7 @@ impl Harness {
     pub async fn stop(mut self) {
         let _ = self.fc_stop.send(true);
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(1);
         }
         if let Some(t) = self.task.take() {
             tokio::time::timeout(TIMEOUT, t)
