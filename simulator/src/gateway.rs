@@ -41,6 +41,10 @@ pub struct Outcome {
     pub e2e: Duration,
     /// The response body as delivered to the client (after the EPP's rewrites).
     pub body: Vec<u8>,
+    /// Through an EPP: from opening its stream to the pick and the whole request body back.
+    pub pick: Option<Duration>,
+    /// Through an EPP: response body messages sent to it.
+    pub response_messages: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +276,8 @@ impl Gateway {
                     ttft: None,
                     e2e: start.elapsed(),
                     body: i.body.clone(),
+                    pick: Some(start.elapsed()),
+                    response_messages: 0,
                 });
             }
             Some(Resp::RequestHeaders(h)) => h
@@ -314,6 +320,8 @@ impl Gateway {
             }
         }
 
+        let pick = start.elapsed();
+
         // Upstream, with the response streamed back through the EPP.
         let mut resp = self
             .upstream(&endpoint, &req.path, &headers, Bytes::from(body))
@@ -343,6 +351,7 @@ impl Gateway {
         let mut out = Outcome {
             status,
             endpoint: Some(endpoint.clone()),
+            pick: Some(pick),
             ..Default::default()
         };
         let (rtx, mut rrx) = mpsc::channel::<Result<(Vec<u8>, bool), GatewayError>>(64);
@@ -372,6 +381,7 @@ impl Gateway {
                         None => (Vec::new(), true),
                     };
                     upstream_done = eos;
+                    out.response_messages += 1;
                     send(msg(Msg::ResponseBody(HttpBody { body: bytes, end_of_stream: eos, ..Default::default() }))).await?;
                 }
                 item = rrx.recv() => {

@@ -19,10 +19,13 @@
 //! - [`evaluate`]: `run` and `compare`: workloads by name, policies, reports written to disk.
 //! - [`live`]: `run --mode live`: a trace through fake pods and the real Switchyard binary.
 //! - [`fairness`]: per-tenant service over time, VTC's service-difference table, Jain's index.
+//! - [`null_extproc`]: the null ext_proc server, the floor of any EPP's request path.
+//! - [`bench`]: `bench extproc`: Switchyard against the null server, interleaved, CPU per request.
 
 #![forbid(unsafe_code)]
 
 pub mod baselines;
+pub mod bench;
 pub mod child;
 pub mod demo;
 pub mod des;
@@ -35,6 +38,7 @@ pub mod gateway;
 pub mod live;
 pub mod live_compare;
 pub mod load;
+pub mod null_extproc;
 pub mod peers;
 pub mod pod;
 pub mod report;

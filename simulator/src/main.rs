@@ -225,6 +225,21 @@ enum Cmd {
         #[arg(long)]
         kv_blocks: Option<u32>,
     },
+    /// Benchmarks. `bench extproc`: Switchyard's request path against the null ext_proc server.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// The null ext_proc server (the floor `bench extproc` measures against): reads each body,
+    /// answers one fixed endpoint, echoes the chunks.
+    NullExtproc {
+        /// The `ip:port` every request goes to.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = "127.0.0.1:9002")]
+        bind: std::net::SocketAddr,
+        /// TLS (self-signed) and grpc.health.v1 on the same port, as behind real Envoy.
+        #[arg(long)]
+        secure: bool,
+    },
     /// Fake pods + Switchyard + a shared-prefix multi-tenant load, then a round-robin baseline.
     Demo {
         /// Load duration per policy, in seconds.
@@ -256,6 +271,113 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// The null ext_proc server and Switchyard side by side, interleaved, on cheap endpoints.
+    Extproc(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Request body sizes in bytes (k = 1,000).
+    #[arg(long, value_delimiter = ',', default_value = "1k,10k,220k,400k", value_parser = size)]
+    sizes: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    endpoints: Vec<usize>,
+    /// Response events per request: 1 is one JSON body, more an SSE stream.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    chunks: Vec<u32>,
+    /// Measured seconds per server per round.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The whole matrix of issue 19: 1k,10k,220k,400k × concurrency 1,16,64,256 × 8 and 100
+    /// endpoints × 1, 100 and 1,000 response chunks (hours; the flags above narrow it).
+    #[arg(long)]
+    full: bool,
+    #[arg(long)]
+    switchyard_bin: Option<PathBuf>,
+    /// Another Switchyard build measured in the same interleaving: LABEL=PATH (repeatable).
+    #[arg(long)]
+    also: Vec<String>,
+    /// Another null server command in the same interleaving: LABEL=PATH (repeatable), e.g. a
+    /// wrapper that runs `switchyard-sim` under another allocator.
+    #[arg(long)]
+    also_null: Vec<String>,
+    /// Extra flags for Switchyard (repeatable), e.g. --switchyard-arg=--config-file=x.yaml.
+    #[arg(long, allow_hyphen_values = true)]
+    switchyard_arg: Vec<String>,
+    /// Also through real Envoy: auto (when one is found), envoy (required) or builtin (never).
+    #[arg(long, value_enum, default_value_t = GatewayChoice::Auto)]
+    gateway: GatewayChoice,
+    /// Pin the servers to the last CPU and the load generator to the others.
+    #[arg(long)]
+    pin: bool,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn size(s: &str) -> Result<usize, String> {
+    let (num, mul) = match s.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1000),
+        None => (s, 1),
+    };
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mul)
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// `LABEL=PATH` values of `flag`.
+fn labelled_paths(flag: &str, values: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    values
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
+                .with_context(|| format!("{flag} {s:?}: expected LABEL=PATH"))
+        })
+        .collect()
+}
+
+async fn bench_extproc(a: BenchArgs) -> Result<()> {
+    let mut opts = switchyard_sim::bench::BenchOptions {
+        sizes: a.sizes,
+        concurrency: a.concurrency,
+        endpoints: a.endpoints,
+        chunks: a.chunks,
+        seconds: a.seconds.max(0.1),
+        rounds: a.rounds.max(1),
+        switchyard_bin: demo::find_switchyard(a.switchyard_bin.as_deref())?,
+        also: labelled_paths("--also", &a.also)?,
+        also_null: labelled_paths("--also-null", &a.also_null)?,
+        switchyard_args: a.switchyard_arg,
+        null_bin: std::env::current_exe().context("this executable")?,
+        envoy: if a.gateway == GatewayChoice::Builtin {
+            None
+        } else {
+            choose_gateway(a.gateway)?
+        },
+        pin: a.pin,
+    };
+    if a.full {
+        opts.sizes = vec![1000, 10_000, 220_000, 400_000];
+        opts.concurrency = vec![1, 16, 64, 256];
+        opts.endpoints = vec![8, 100];
+        opts.chunks = vec![1, 100, 1000];
+    }
+    let rows = switchyard_sim::bench::run(&opts).await?;
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// Resolves the gateway choice to an Envoy binary (or none) and says which is used.
@@ -695,6 +817,19 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench(BenchCmd::Extproc(a)) => bench_extproc(a).await,
+        Cmd::NullExtproc {
+            endpoint,
+            bind,
+            secure,
+        } => Ok(
+            switchyard_sim::null_extproc::serve(switchyard_sim::null_extproc::NullOptions {
+                bind,
+                endpoint,
+                secure,
+            })
+            .await?,
+        ),
         Cmd::Demo {
             duration,
             rate,

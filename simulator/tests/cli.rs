@@ -163,3 +163,64 @@ fn compare_live_explains_what_it_cannot_run() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+/// `bench extproc` end to end, as small as it goes: both servers start, answer every request,
+/// and one row each comes out (the null server first, ratios against it).
+#[test]
+fn bench_extproc_measures_both_servers() {
+    let dir = std::env::temp_dir().join(format!("sy-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("rows.json");
+    let out = sim(&[
+        "bench",
+        "extproc",
+        "--sizes",
+        "2k",
+        "--concurrency",
+        "2",
+        "--seconds",
+        "0.3",
+        "--rounds",
+        "1",
+        "--gateway",
+        "builtin",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| gateway | endpoints | body |"),
+        "{stdout}"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let servers: Vec<&str> = rows.iter().map(|r| r["server"].as_str().unwrap()).collect();
+    assert_eq!(servers, ["null", "switchyard"]);
+    for r in &rows {
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+        assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0, "{r}");
+        assert!(
+            (1900..2100).contains(&r["body_bytes"].as_u64().unwrap()),
+            "{r}"
+        );
+    }
+    assert_eq!(rows[0]["cpu_ratio"].as_f64(), Some(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_extproc_refuses_impossible_sweeps() {
+    let out = sim(&["bench", "extproc", "--chunks", "0", "--gateway", "builtin"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--chunks 0: must be in 1..=100000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

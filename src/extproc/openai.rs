@@ -90,17 +90,101 @@ fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
 
-/// A JSON string's content: zero-copy when it has no escapes, else unescaped into a new buffer.
+/// A JSON string's content: zero-copy when it has no escapes, else unescaped into a buffer of
+/// its raw size (escapes only shrink). `None` where serde_json would refuse it as a `String`
+/// (a lone UTF-16 surrogate).
 fn string_bytes(body: &Bytes, raw: &RawValue) -> Option<Bytes> {
-    let s = raw.get();
-    if !s.starts_with('"') {
+    if !raw.get().starts_with('"') {
         return None;
     }
-    if !s.contains('\\') {
-        let span = span_of(body, raw);
-        return Some(body.slice(span.start + 1..span.end - 1));
+    let span = span_of(body, raw);
+    let inner = span.start + 1..span.end - 1;
+    match find_backslash(&body[inner.clone()]) {
+        None => Some(body.slice(inner)),
+        Some(first) => unescape(&body[inner], first).map(Bytes::from),
     }
-    serde_json::from_str::<String>(s).ok().map(Bytes::from)
+}
+
+/// The content of a JSON string that serde_json has already checked (valid UTF-8, valid escape
+/// letters and hex digits), `first` being the offset of its first backslash. Surrogate escapes
+/// must pair as serde_json requires of a `String`; else `None`.
+fn unescape(raw: &[u8], first: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    let mut at = first;
+    loop {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        let (&letter, tail) = rest.get(1..)?.split_first()?;
+        rest = tail;
+        match letter {
+            b'"' => out.push(b'"'),
+            b'\\' => out.push(b'\\'),
+            b'/' => out.push(b'/'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let n = hex4(rest)?;
+                rest = &rest[4..];
+                let c = match n {
+                    0xDC00..=0xDFFF => return None,
+                    0xD800..=0xDBFF => {
+                        let low = rest.strip_prefix(b"\\u").and_then(hex4)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        rest = &rest[6..];
+                        0x1_0000 + ((u32::from(n) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+                    }
+                    _ => u32::from(n),
+                };
+                let c = char::from_u32(c)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+            _ => return None,
+        }
+        match find_backslash(rest) {
+            Some(next) => at = next,
+            None => {
+                out.extend_from_slice(rest);
+                return Some(out);
+            }
+        }
+    }
+}
+
+/// Offset of the first backslash in `s`. Escapes in prompts come every few dozen bytes (line
+/// breaks, quotes), so the first 32 bytes are searched a word at a time, where a vectorised
+/// search costs more to set up than it saves; memchr takes over after them.
+fn find_backslash(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    let mut i = 0;
+    while i + 8 <= s.len().min(32) {
+        let Ok(word) = <[u8; 8]>::try_from(&s[i..i + 8]) else {
+            break;
+        };
+        // A zero byte of `x` is a backslash of `word`; the lowest flagged byte is exact.
+        let x = u64::from_le_bytes(word) ^ BACKSLASHES;
+        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr(b'\\', &s[i..]).map(|p| i + p)
+}
+
+/// The value of four hex digits at the start of `s`.
+fn hex4(s: &[u8]) -> Option<u16> {
+    s.get(..4)?.iter().try_fold(0u16, |n, &b| {
+        let d = (b as char).to_digit(16)?;
+        Some(n << 4 | d as u16)
+    })
 }
 
 fn non_empty_array(raw: &RawValue) -> bool {
@@ -111,7 +195,14 @@ fn non_empty_array(raw: &RawValue) -> bool {
 /// Parses an OpenAI request body for the API named by `path`.
 pub fn parse(body: &Bytes, path: &str) -> Result<ParsedBody, InferenceError> {
     let kind = ApiKind::from_path(path);
-    let fields: Fields<'_> = serde_json::from_slice(body).map_err(|e| {
+    // Valid UTF-8 (the rule) is read as text, so serde_json does not check the prompt's UTF-8
+    // a second time; anything else is left to serde_json, which decides and words the error as
+    // it always did.
+    let fields: Result<Fields<'_>, _> = match simdutf8::basic::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    let fields = fields.map_err(|e| {
         InferenceError::bad_request(format!("error unmarshaling request body: {e}"))
     })?;
 
@@ -397,6 +488,48 @@ mod tests {
     }
 
     #[test]
+    fn backslashes_are_found_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..=len {
+                let mut s = vec![b'a'; len];
+                // Bytes whose difference from a backslash could fool a word-wise search.
+                for (i, b) in s.iter_mut().enumerate() {
+                    *b = [b'a', b']', b'[', 0xdc, 0x5d][i % 5];
+                }
+                let want = (at < len).then_some(at);
+                if at < len {
+                    s[at] = b'\\';
+                    if at + 1 < len {
+                        s[at + 1] = b'\\';
+                    }
+                }
+                assert_eq!(find_backslash(&s), want, "len {len} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_decided_by_serde_json_as_before() {
+        // In a field Switchyard reads: refused, with serde_json's words.
+        let e = parse(
+            &Bytes::from_static(b"{\"model\":\"m\",\"prompt\":\"a\xffb\"}"),
+            "/v1/completions",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "inference error: BadRequest - error unmarshaling request body: invalid unicode code point at line 1 column 25"
+        );
+        // In a field it skips: accepted, as serde_json always did.
+        let r = parse(
+            &Bytes::from_static(b"{\"model\":\"m\",\"user\":\"\xff\",\"prompt\":\"ab\"}"),
+            "/v1/completions",
+        )
+        .unwrap();
+        assert_eq!(&r.prompt[..], b"ab");
+    }
+
+    #[test]
     fn rewrite_touches_only_the_model_value() {
         let body = br#"{ "prompt" : "x",  "model":"model-to-be-rewritten", "n":1 }"#;
         let b = Bytes::from_static(body);
@@ -424,6 +557,32 @@ mod props {
 
     proptest! {
         /// Arbitrary bytes never panic the parser: they parse or give a 400.
+        /// The prompt is unescaped exactly as serde_json decodes a `String`, and refused where it
+        /// refuses one (surrogates that do not pair).
+        #[test]
+        fn unescape_agrees_with_serde_json(
+            pieces in proptest::collection::vec(prop_oneof![
+                "[a-z \u{e9}\u{65e5}]{0,6}",
+                Just("\\n".to_string()),
+                Just("\\\"".to_string()),
+                Just("\\\\".to_string()),
+                Just("\\/".to_string()),
+                Just("\\b\\f\\r\\t".to_string()),
+                any::<u16>().prop_map(|u| format!("\\u{u:04x}")),
+                (0xD800u16..0xDC00, 0xDC00u16..0xE000).prop_map(|(h, l)| format!("\\u{h:04X}\\u{l:04x}")),
+            ], 0..12),
+        ) {
+            let raw = format!("\"{}\"", pieces.concat());
+            let body = Bytes::from(format!(r#"{{"model":"m","prompt":{raw}}}"#));
+            let want = serde_json::from_str::<String>(&raw).ok();
+            let got = parse(&body, "/v1/completions").ok().map(|p| p.prompt);
+            match want {
+                Some(w) if !w.is_empty() => prop_assert_eq!(got.as_deref(), Some(w.as_bytes())),
+                Some(_) => {}
+                None => prop_assert!(got.is_none(), "{raw}"),
+            }
+        }
+
         #[test]
         fn parse_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512), path in "[/a-z]{0,24}") {
             let body = Bytes::from(data);

@@ -244,6 +244,36 @@ pub fn header_mutation(set: Vec<HeaderValueOption>) -> Option<HeaderMutation> {
     })
 }
 
+/// One body message carrying `chunk` (moved, not copied).
+pub fn body_response(
+    chunk: Vec<u8>,
+    end_of_stream: bool,
+    request_phase: bool,
+) -> ProcessingResponse {
+    let br = BodyResponse {
+        response: Some(CommonResponse {
+            body_mutation: Some(BodyMutation {
+                mutation: Some(body_mutation::Mutation::StreamedResponse(
+                    StreamedBodyResponse {
+                        body: chunk,
+                        end_of_stream,
+                        ..Default::default()
+                    },
+                )),
+            }),
+            ..Default::default()
+        }),
+    };
+    ProcessingResponse {
+        response: Some(if request_phase {
+            Response::RequestBody(br)
+        } else {
+            Response::ResponseBody(br)
+        }),
+        ..Default::default()
+    }
+}
+
 /// Body messages for `body`, in chunks of at most [`BODY_CHUNK_LIMIT`] bytes; the last carries
 /// `end_of_stream`. An empty body with `end_of_stream` still gets one (empty) message.
 pub fn body_responses(
@@ -252,39 +282,94 @@ pub fn body_responses(
     request_phase: bool,
     out: &mut Vec<ProcessingResponse>,
 ) {
-    let mk = |chunk: &[u8], eos: bool| {
-        let br = BodyResponse {
-            response: Some(CommonResponse {
-                body_mutation: Some(BodyMutation {
-                    mutation: Some(body_mutation::Mutation::StreamedResponse(
-                        StreamedBodyResponse {
-                            body: chunk.to_vec(),
-                            end_of_stream: eos,
-                            ..Default::default()
-                        },
-                    )),
-                }),
-                ..Default::default()
-            }),
-        };
-        ProcessingResponse {
-            response: Some(if request_phase {
-                Response::RequestBody(br)
-            } else {
-                Response::ResponseBody(br)
-            }),
-            ..Default::default()
-        }
-    };
     if body.is_empty() {
         if end_of_stream {
-            out.push(mk(&[], true));
+            out.push(body_response(Vec::new(), true, request_phase));
         }
         return;
     }
     let n = body.len().div_ceil(BODY_CHUNK_LIMIT);
     for (i, chunk) in body.chunks(BODY_CHUNK_LIMIT).enumerate() {
-        out.push(mk(chunk, end_of_stream && i + 1 == n));
+        out.push(body_response(
+            chunk.to_vec(),
+            end_of_stream && i + 1 == n,
+            request_phase,
+        ));
+    }
+}
+
+/// [`body_responses`] for a buffer the caller gives up: a body within [`BODY_CHUNK_LIMIT`] (a
+/// streamed response chunk, as a rule) is moved into its message instead of copied.
+pub fn body_responses_owned(
+    body: Vec<u8>,
+    end_of_stream: bool,
+    request_phase: bool,
+    out: &mut Vec<ProcessingResponse>,
+) {
+    if body.len() <= BODY_CHUNK_LIMIT && (end_of_stream || !body.is_empty()) {
+        out.push(body_response(body, end_of_stream, request_phase));
+    } else {
+        body_responses(&body, end_of_stream, request_phase, out);
+    }
+}
+
+/// A request body as the gateway sends it: the chunks themselves, kept so that a body
+/// forwarded unchanged is echoed chunk for chunk instead of copied again and re-chunked, and
+/// joined once, at the end, into the contiguous copy the parser reads. (Envoy drops
+/// `content-length` in full-duplex mode, so a buffer grown as chunks arrive would be copied
+/// again at every doubling.)
+#[derive(Debug, Default)]
+pub struct ReceivedBody {
+    chunks: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl ReceivedBody {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, chunk: Vec<u8>) {
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// The whole body, and the chunks it came in; the buffer is empty afterwards.
+    pub fn take(&mut self) -> (bytes::Bytes, Vec<Vec<u8>>) {
+        let chunks = std::mem::take(&mut self.chunks);
+        let mut whole = Vec::with_capacity(std::mem::take(&mut self.len));
+        for c in &chunks {
+            whole.extend_from_slice(c);
+        }
+        (bytes::Bytes::from(whole), chunks)
+    }
+}
+
+/// The request body back as body messages, ending the stream: the received `chunks` as they
+/// came (empty ones dropped) when each fits in [`BODY_CHUNK_LIMIT`], which is how Envoy sends
+/// them; otherwise `body` re-chunked by [`body_responses`], as GIE does.
+pub fn echo_body_responses(
+    chunks: Vec<Vec<u8>>,
+    body: &[u8],
+    request_phase: bool,
+    out: &mut Vec<ProcessingResponse>,
+) {
+    if chunks.iter().any(|c| c.len() > BODY_CHUNK_LIMIT) {
+        body_responses(body, true, request_phase, out);
+        return;
+    }
+    let mut chunks = chunks.into_iter().filter(|c| !c.is_empty()).peekable();
+    if chunks.peek().is_none() {
+        out.push(body_response(Vec::new(), true, request_phase));
+        return;
+    }
+    while let Some(c) = chunks.next() {
+        let last = chunks.peek().is_none();
+        out.push(body_response(c, last, request_phase));
     }
 }
 
@@ -433,6 +518,75 @@ mod tests {
         assert!(out.is_empty());
         body_responses(&[], true, false, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    fn chunks_of(out: &[ProcessingResponse]) -> Vec<(Vec<u8>, bool)> {
+        out.iter()
+            .map(|r| match &r.response {
+                Some(Response::RequestBody(b)) | Some(Response::ResponseBody(b)) => match &b
+                    .response
+                    .as_ref()
+                    .unwrap()
+                    .body_mutation
+                    .as_ref()
+                    .unwrap()
+                    .mutation
+                {
+                    Some(body_mutation::Mutation::StreamedResponse(s)) => {
+                        (s.body.clone(), s.end_of_stream)
+                    }
+                    _ => panic!(),
+                },
+                _ => panic!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn echo_keeps_the_received_chunks_and_ends_the_stream() {
+        let mut body = ReceivedBody::default();
+        for c in [b"ab".to_vec(), Vec::new(), b"cde".to_vec(), Vec::new()] {
+            body.push(c);
+        }
+        let (whole, chunks) = body.take();
+        assert_eq!(&whole[..], b"abcde");
+        assert!(body.is_empty());
+        let mut out = Vec::new();
+        echo_body_responses(chunks, &whole, true, &mut out);
+        assert_eq!(
+            chunks_of(&out),
+            vec![(b"ab".to_vec(), false), (b"cde".to_vec(), true)]
+        );
+        // Nothing received: one empty end-of-stream message.
+        let mut out = Vec::new();
+        echo_body_responses(vec![Vec::new()], &[], true, &mut out);
+        assert_eq!(chunks_of(&out), vec![(Vec::new(), true)]);
+        // A chunk over the limit: the whole body re-chunked as GIE does.
+        let big = vec![b'x'; BODY_CHUNK_LIMIT + 10];
+        let mut out = Vec::new();
+        echo_body_responses(
+            vec![b"y".to_vec(), big.clone()],
+            &[b"y".as_slice(), &big].concat(),
+            true,
+            &mut out,
+        );
+        let got = chunks_of(&out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.len(), BODY_CHUNK_LIMIT);
+        assert_eq!(got[1], (vec![b'x'; 11], true));
+    }
+
+    #[test]
+    fn owned_chunks_move_when_small_and_split_when_large() {
+        let mut out = Vec::new();
+        body_responses_owned(b"data".to_vec(), false, false, &mut out);
+        body_responses_owned(Vec::new(), false, false, &mut out);
+        body_responses_owned(vec![b'z'; BODY_CHUNK_LIMIT + 1], true, false, &mut out);
+        let got = chunks_of(&out);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (b"data".to_vec(), false));
+        assert_eq!((got[1].0.len(), got[1].1), (BODY_CHUNK_LIMIT, false));
+        assert_eq!(got[2], (b"z".to_vec(), true));
     }
 
     #[test]

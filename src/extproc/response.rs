@@ -2,56 +2,286 @@
 //! name back to what the client asked for. Both work chunk by chunk and keep what they need across
 //! chunk boundaries, so a `data:` line or a `"model":"…"` split by the network is still seen.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use memchr::memmem;
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::scheduling::Usage;
 
 /// Longest SSE line kept across chunks; a longer one is dropped (bounded memory per stream).
 const MAX_LINE: usize = 1 << 20;
 
-fn u64_at(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
+// === typed, borrowed reading of usage ===
+//
+// A document is read in one pass into the few values wanted; everything else is skipped (still
+// checked to be JSON). The rules are those of looking keys up in a parsed `serde_json::Value`,
+// which this replaces: a repeated key counts with its last value, a number counts only as a
+// non-negative integer that fits 64 bits, and a value of the wrong type is as good as absent.
+// (One difference: a `Value` refuses documents nested over 128 deep; skipped values have no
+// depth limit.)
+
+/// The `visit_*` methods of a visitor for which any value but the one it looks for means
+/// "absent": `Default` of its output, after skipping the value.
+macro_rules! absent_unless_expected {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
 }
 
-/// Usage from an OpenAI `usage` object (chat/completions or Responses naming).
-fn usage_of(u: &Value) -> Option<Usage> {
-    if !u.is_object() {
-        return None;
+/// Skips a map's remaining value, or fails; for `visit_map` of a visitor that wants no map.
+fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// A non-negative integer; `None` for any other value.
+#[derive(Default)]
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(Some(v)))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Count, A::Error> {
+                skip_map(a)?;
+                Ok(Count(None))
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
     }
-    let prompt = u64_at(u, "prompt_tokens").or_else(|| u64_at(u, "input_tokens"));
-    let completion = u64_at(u, "completion_tokens").or_else(|| u64_at(u, "output_tokens"));
-    if prompt.is_none() && completion.is_none() {
-        return None;
+}
+
+/// `cached_tokens` of a `*_details` object; `None` for any other value.
+#[derive(Default)]
+struct Details(Option<u64>);
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Details;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Details, A::Error> {
+                let mut cached = None;
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    if k == "cached_tokens" {
+                        cached = a.next_value::<Count>()?.0;
+                    } else {
+                        a.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Details(cached))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Details, E> {
+                Ok(Details(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Details, E> {
+                Ok(Details(None))
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
     }
-    let cached = [
-        "prompt_tokens_details",
-        "prompt_token_details",
-        "input_tokens_details",
-    ]
-    .iter()
-    .find_map(|k| u.get(*k).and_then(|d| u64_at(d, "cached_tokens")))
-    .unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: prompt.unwrap_or(0),
-        completion_tokens: completion.unwrap_or(0),
-        cached_tokens: cached,
-    })
+}
+
+/// An OpenAI `usage` object (chat/completions or Responses naming); `None` for any other value
+/// and for an object with neither input nor output tokens.
+#[derive(Default)]
+struct UsageObject(Option<Usage>);
+
+impl<'de> Deserialize<'de> for UsageObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UsageObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<UsageObject, A::Error> {
+                let (mut prompt, mut input, mut completion, mut output) = (None, None, None, None);
+                // prompt_tokens_details, prompt_token_details, input_tokens_details: the first
+                // with a count wins.
+                let mut details: [Option<u64>; 3] = [None; 3];
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "prompt_tokens" => prompt = a.next_value::<Count>()?.0,
+                        "input_tokens" => input = a.next_value::<Count>()?.0,
+                        "completion_tokens" => completion = a.next_value::<Count>()?.0,
+                        "output_tokens" => output = a.next_value::<Count>()?.0,
+                        "prompt_tokens_details" => details[0] = a.next_value::<Details>()?.0,
+                        "prompt_token_details" => details[1] = a.next_value::<Details>()?.0,
+                        "input_tokens_details" => details[2] = a.next_value::<Details>()?.0,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let prompt = prompt.or(input);
+                let completion = completion.or(output);
+                if prompt.is_none() && completion.is_none() {
+                    return Ok(UsageObject(None));
+                }
+                Ok(UsageObject(Some(Usage {
+                    prompt_tokens: prompt.unwrap_or(0),
+                    completion_tokens: completion.unwrap_or(0),
+                    cached_tokens: details.into_iter().flatten().next().unwrap_or(0),
+                })))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UsageObject, E> {
+                Ok(UsageObject(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UsageObject, E> {
+                Ok(UsageObject(None))
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What a response document says about usage: its top-level `usage`, its `type` and the
+/// `usage` of its `response` object (a Responses-API event).
+#[derive(Default)]
+struct UsageDocument {
+    usage: Option<Usage>,
+    completed: bool,
+    response_usage: Option<Usage>,
+}
+
+/// `response.usage` of a Responses-API event.
+#[derive(Default)]
+struct ResponseObject(Option<Usage>);
+
+impl<'de> Deserialize<'de> for ResponseObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ResponseObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<ResponseObject, A::Error> {
+                let mut usage = None;
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    if k == "usage" {
+                        usage = a.next_value::<UsageObject>()?.0;
+                    } else {
+                        a.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ResponseObject(usage))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ResponseObject, E> {
+                Ok(ResponseObject(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ResponseObject, E> {
+                Ok(ResponseObject(None))
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `true` for the string `response.completed`.
+#[derive(Default)]
+struct Completed(bool);
+
+impl<'de> Deserialize<'de> for Completed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Completed;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Completed, E> {
+                Ok(Completed(v == "response.completed"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Completed, E> {
+                Ok(Completed(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Completed, A::Error> {
+                skip_map(a)?;
+                Ok(Completed(false))
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageDocument {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UsageDocument;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<UsageDocument, A::Error> {
+                let mut doc = UsageDocument::default();
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "usage" => doc.usage = a.next_value::<UsageObject>()?.0,
+                        "type" => doc.completed = a.next_value::<Completed>()?.0,
+                        "response" => doc.response_usage = a.next_value::<ResponseObject>()?.0,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(doc)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UsageDocument, E> {
+                Ok(UsageDocument::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UsageDocument, E> {
+                Ok(UsageDocument::default())
+            }
+            absent_unless_expected!();
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Usage in one JSON document: top-level `usage`, or a Responses-API `response.completed` event.
+/// `None` for a document that is not valid JSON (or not UTF-8) or that carries no usage.
 pub fn usage_from_json(doc: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(doc).ok()?;
-    if let Some(u) = v.get("usage").and_then(usage_of) {
-        return Some(u);
-    }
-    if v.get("type").and_then(Value::as_str) == Some("response.completed") {
-        return v
-            .get("response")
-            .and_then(|r| r.get("usage"))
-            .and_then(usage_of);
-    }
-    None
+    let text = simdutf8::basic::from_utf8(doc).ok()?;
+    let d: UsageDocument = serde_json::from_str(text).ok()?;
+    d.usage
+        .or(if d.completed { d.response_usage } else { None })
 }
 
 /// Scans an SSE stream for usage, across chunk boundaries. The last usage seen wins, since
@@ -341,6 +571,98 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
+    /// The `serde_json::Value` lookups `usage_from_json` used to do, as the reference.
+    mod reference {
+        use crate::scheduling::Usage;
+        use serde_json::Value;
+
+        fn u64_at(v: &Value, key: &str) -> Option<u64> {
+            v.get(key).and_then(Value::as_u64)
+        }
+
+        fn usage_of(u: &Value) -> Option<Usage> {
+            if !u.is_object() {
+                return None;
+            }
+            let prompt = u64_at(u, "prompt_tokens").or_else(|| u64_at(u, "input_tokens"));
+            let completion = u64_at(u, "completion_tokens").or_else(|| u64_at(u, "output_tokens"));
+            if prompt.is_none() && completion.is_none() {
+                return None;
+            }
+            let cached = [
+                "prompt_tokens_details",
+                "prompt_token_details",
+                "input_tokens_details",
+            ]
+            .iter()
+            .find_map(|k| u.get(*k).and_then(|d| u64_at(d, "cached_tokens")))
+            .unwrap_or(0);
+            Some(Usage {
+                prompt_tokens: prompt.unwrap_or(0),
+                completion_tokens: completion.unwrap_or(0),
+                cached_tokens: cached,
+            })
+        }
+
+        pub fn usage_from_json(doc: &[u8]) -> Option<Usage> {
+            let v: Value = serde_json::from_slice(doc).ok()?;
+            if let Some(u) = v.get("usage").and_then(usage_of) {
+                return Some(u);
+            }
+            if v.get("type").and_then(Value::as_str) == Some("response.completed") {
+                return v
+                    .get("response")
+                    .and_then(|r| r.get("usage"))
+                    .and_then(usage_of);
+            }
+            None
+        }
+    }
+
+    /// JSON text built from the keys the reader looks for, with values of every type, repeated
+    /// keys, and now and then a broken tail.
+    fn usage_doc() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("usage"),
+            Just("type"),
+            Just("response"),
+            Just("prompt_tokens"),
+            Just("input_tokens"),
+            Just("completion_tokens"),
+            Just("output_tokens"),
+            Just("prompt_tokens_details"),
+            Just("prompt_token_details"),
+            Just("input_tokens_details"),
+            Just("cached_tokens"),
+            Just("other"),
+        ];
+        let leaf = prop_oneof![
+            (0u64..50).prop_map(|n| n.to_string()),
+            Just("-3".to_string()),
+            Just("2.5".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("\"response.completed\"".to_string()),
+            Just("\"x\"".to_string()),
+            Just("[1,{\"a\":2}]".to_string()),
+        ];
+        let value = leaf.prop_recursive(4, 40, 6, move |inner| {
+            proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|entries| {
+                let body: Vec<String> = entries
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect();
+                format!("{{{}}}", body.join(","))
+            })
+        });
+        (
+            value,
+            prop_oneof![8 => Just(""), 1 => Just(" x"), 1 => Just("}")],
+        )
+            .prop_map(|(v, tail)| format!("{v}{tail}"))
+    }
+
     proptest! {
         /// However the network splits a stream, the scanner finds the same usage as in one piece.
         #[test]
@@ -403,6 +725,13 @@ mod props {
             }
             got.extend(r.feed(&bytes[last..], true));
             prop_assert_eq!(got, want);
+        }
+
+        /// The one-pass reader agrees with looking the keys up in a parsed `serde_json::Value`
+        /// (the reader it replaced), repeated keys and wrong types included.
+        #[test]
+        fn usage_reader_agrees_with_value_lookups(doc in usage_doc()) {
+            prop_assert_eq!(usage_from_json(doc.as_bytes()), reference::usage_from_json(doc.as_bytes()), "{}", doc);
         }
 
         #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
     CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
     processing_request::Request as Msg,
@@ -22,9 +22,6 @@ use crate::flowcontrol::{
 use crate::runtime::Runtime;
 use crate::scheduling::{DEFAULT_FAIRNESS_ID, DecisionError, Request, SchedulerRng, Usage};
 use crate::telemetry::{ErrorLabels, ModelLabels, RequestLabels, RunningLabels};
-
-/// The most a declared `content-length` reserves before any body byte arrived.
-const MAX_BODY_PREALLOCATION: usize = 1 << 20;
 
 /// What a message produced: responses to send, whether the stream is finished, and a queued
 /// request's ticket to await before [`StreamState::admitted`] continues it.
@@ -79,7 +76,9 @@ pub struct StreamState {
     received_at: Instant,
     headers: Vec<(String, String)>,
     request_id: String,
-    body: BytesMut,
+    body: ReceivedBody,
+    /// The chunks the body came in, echoed when it is forwarded unchanged.
+    received: Vec<Vec<u8>>,
     body_done: bool,
     request_stream_flag: bool,
     subset: Option<Vec<std::net::IpAddr>>,
@@ -105,7 +104,8 @@ impl StreamState {
             received_at: Instant::now(),
             headers: Vec::new(),
             request_id: String::new(),
-            body: BytesMut::new(),
+            body: ReceivedBody::default(),
+            received: Vec::new(),
             body_done: false,
             request_stream_flag: false,
             subset: None,
@@ -205,14 +205,9 @@ impl StreamState {
         }
         if let Some(len) =
             first(&self.headers, &["content-length"]).and_then(|v| v.trim().parse::<usize>().ok())
+            && len > self.rt.extproc.max_request_body_bytes
         {
-            if len > self.rt.extproc.max_request_body_bytes {
-                self.reject(self.too_large(), None, out);
-                return;
-            }
-            // A client declares the length: reserve at most this much up front and grow with
-            // the bytes that really arrive.
-            self.body.reserve(len.min(MAX_BODY_PREALLOCATION));
+            self.reject(self.too_large(), None, out);
         }
     }
 
@@ -248,11 +243,11 @@ impl StreamState {
             return;
         }
         if self.body.len() + b.body.len() > self.rt.extproc.max_request_body_bytes {
-            self.body = BytesMut::new();
+            self.body = ReceivedBody::default();
             self.reject(self.too_large(), None, out);
             return;
         }
-        self.body.extend_from_slice(&b.body);
+        self.body.push(b.body);
         if b.end_of_stream {
             self.finish_request_body(out);
         }
@@ -270,7 +265,8 @@ impl StreamState {
 
     fn finish_request_body(&mut self, out: &mut Output) {
         self.body_done = true;
-        let body = std::mem::take(&mut self.body).freeze();
+        let (body, received) = self.body.take();
+        self.received = received;
         match self.route(body) {
             Ok(Routing::Now(responses)) => out.responses.extend(responses),
             Ok(Routing::Wait(ticket)) => out.wait = Some(ticket),
@@ -495,10 +491,11 @@ impl StreamState {
             .collect::<Vec<_>>()
             .join(",");
 
-        let out_body = match &model_span {
-            Some(span) if target != incoming => openai::rewrite_model(&body, span, &target),
-            _ => body,
+        let rewritten = match &model_span {
+            Some(span) if target != incoming => Some(openai::rewrite_model(&body, span, &target)),
+            _ => None,
         };
+        let out_body = rewritten.as_ref().unwrap_or(&body);
         let mut set = vec![set_header(DESTINATION_ENDPOINT, &dest)];
         let scores = &result.primary_result().scores;
         if rt.extproc.emit_endpoint_scores {
@@ -524,7 +521,15 @@ impl StreamState {
             add_endpoint_scores(&mut metadata, &snapshot, scores);
         }
         responses[0].dynamic_metadata = Some(metadata);
-        body_responses(&out_body, true, true, &mut responses);
+        match &rewritten {
+            Some(b) => body_responses(b, true, true, &mut responses),
+            None => echo_body_responses(
+                std::mem::take(&mut self.received),
+                &body,
+                true,
+                &mut responses,
+            ),
+        }
 
         if !incoming.is_empty() {
             let model = d
@@ -649,7 +654,7 @@ impl StreamState {
                 Some(r) => r.feed(&b.body, eos),
                 None => b.body,
             };
-            body_responses(&chunk, eos, false, &mut out.responses);
+            body_responses_owned(chunk, eos, false, &mut out.responses);
         } else {
             self.response.buffer.extend_from_slice(&b.body);
             if eos {
@@ -678,7 +683,7 @@ impl StreamState {
             Some(r) => r.feed(&buf, eos),
             None => buf,
         };
-        body_responses(&chunk, eos, false, &mut out.responses);
+        body_responses_owned(chunk, eos, false, &mut out.responses);
     }
 
     fn complete(&mut self) {
