@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line: GIE's and llm-d-router's flags, Go-style spellings, deprecated
+//!   flags accepted with a warning, unknown flags refused, every bad value reported at once.
 //! - [`scheduling`]: the pure core. Endpoints and their metrics, the request, the plugin traits
 //!   (filter, scorer, picker, profile handler, data producer, pre-request, response-complete), the
 //!   profile run and the built-in plugins, each with its typed parameters. No I/O, no async; time
@@ -33,6 +35,7 @@
 //! - [`tasks`]: background tasks whose panic ends the process rather than leaving it degraded.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datalayer;
