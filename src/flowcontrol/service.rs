@@ -379,8 +379,7 @@ impl FlowControl {
 
 /// The tenants a configuration names (VTC weights): their label values always pass the bound.
 fn weighted_tenants(cfg: &ControllerConfig) -> Vec<String> {
-    std::iter::once(&cfg.default_band)
-        .chain(cfg.bands.values())
+    cfg.all_bands()
         .filter_map(|b| match &b.fairness {
             super::controller::Fairness::Vtc(p) => Some(p.tenant_weights.keys().cloned()),
             _ => None,
