@@ -175,8 +175,8 @@ pub struct Cli {
     /// configuration (SIGHUP re-reads it at once).
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub config_reload_interval: Duration,
-    /// Allow plugins llm-d-router marks experimental (Alpha): session-affinity-filter and
-    /// session-affinity-scorer.
+    /// llm-d-router's switch for its experimental (Alpha) plugins. Switchyard implements none of
+    /// them, so it changes nothing; accepted so llm-d-router command lines start.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_experimental_plugins: bool,
 

@@ -679,10 +679,9 @@ fn decode(value: &Value, defaulted: bool) -> Result<EndpointPickerConfig, Config
     let saturation_detector = match &detector_ref {
         // llm-d-router creates the default detector when it is referenced by its type name
         // without being defined.
-        Some(r) if r.name == "utilization-detector" && l.find(&r.name).is_none() => l
-            .add_default(PluginSpec::UtilizationDetector(
-                UtilizationFilter::default(),
-            )),
+        Some(r) if r.name == "utilization-detector" && l.find(&r.name).is_none() => {
+            l.add_default(PluginSpec::UtilizationDetector(UtilizationFilter::default()))
+        }
         Some(r) => l
             .resolve(r, Roles::SATURATION_DETECTOR, "saturation detector")
             .unwrap_or(usize::MAX),
@@ -745,9 +744,9 @@ fn decode(value: &Value, defaulted: bool) -> Result<EndpointPickerConfig, Config
             }
             // llm-d-router's injectDefaults: true adds the default scrape source unless one is
             // configured.
-            let has_metrics = list.iter().any(|s| {
-                matches!(l.plugins[s.source].spec, PluginSpec::MetricsDataSource(_))
-            });
+            let has_metrics = list
+                .iter()
+                .any(|s| matches!(l.plugins[s.source].spec, PluginSpec::MetricsDataSource(_)));
             if inject_defaults == Some(true) && !has_metrics {
                 let source = l.named_or_default(
                     "metrics-data-source",
@@ -966,10 +965,17 @@ fn decode_flow_control(v: &Value, llm_d: bool, d: &mut Diagnostics) -> RawFlowCo
             "in-flight eviction of lower-priority requests is not supported yet",
         );
     }
-    let settings = ["maxBytes", "maxRequests", "defaultRequestTTL", "defaultPriorityBand",
-        "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef"]
-        .iter()
-        .any(|k| o.has(k));
+    let settings = [
+        "maxBytes",
+        "maxRequests",
+        "defaultRequestTTL",
+        "defaultPriorityBand",
+        "defaultNegativePriorityBand",
+        "priorityBands",
+        "usageLimitPolicyPluginRef",
+    ]
+    .iter()
+    .any(|k| o.has(k));
     o.finish(d);
     RawFlowControl {
         max_bytes,
@@ -1004,7 +1010,10 @@ fn resolve_flow_control(
     }
     let resolve_band = |l: &mut Loader, b: &RawBand, base: &BandSpec| BandSpec {
         priority: b.priority,
-        max_bytes: b.max_bytes.filter(|n| *n > 0 || !llm_d).unwrap_or(base.max_bytes),
+        max_bytes: b
+            .max_bytes
+            .filter(|n| *n > 0 || !llm_d)
+            .unwrap_or(base.max_bytes),
         max_requests: b
             .max_requests
             .filter(|n| *n > 0 || !llm_d)

@@ -367,10 +367,17 @@ fn flow_control_without_gate_is_validated_then_ignored() {
     assert!(c.flow_control.is_none());
     assert_eq!(
         c.warnings,
-        vec!["flowControl: its settings (other than saturationDetector) are ignored because the flowControl feature gate is not enabled"]
+        vec![
+            "flowControl: its settings (other than saturationDetector) are ignored because the flowControl feature gate is not enabled"
+        ]
     );
     let e = errors("plugins: []\nflowControl: {maxRequests: -1}\n");
-    assert_eq!(e, vec!["flowControl.maxRequests: must be a non-negative integer or a quantity such as \"10Gi\", got -1"]);
+    assert_eq!(
+        e,
+        vec![
+            "flowControl.maxRequests: must be a non-negative integer or a quantity such as \"10Gi\", got -1"
+        ]
+    );
 }
 
 #[test]
@@ -523,7 +530,7 @@ schedulingProfiles:
             "plugins[2].parameters.blockSizeTokens: must be > 0, got 0",
             "plugins[2].parameters.lruCapacityPerServer: must be > 0, got -5",
             "plugins[2].parameters.bogus: unknown field (known fields: autoTune, blockSize, blockSizeTokens, lruCapacityPerServer, maxPrefixBlocksToMatch, maxPrefixTokensToMatch)",
-            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, header-based-testing-filter, prefix-cache-affinity-filter, utilization-detector, concurrency-detector, single-profile-handler, approx-prefix-cache-producer, inflight-load-producer, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
+            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, header-based-testing-filter, decode-filter, prefix-cache-affinity-filter, utilization-detector, concurrency-detector, single-profile-handler, approx-prefix-cache-producer, inflight-load-producer, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
             "plugins[4].type: required",
             "schedulingProfiles[0].plugins[0].weight: must be a finite number, got \"heavy\"",
             "unknownTop: unknown field (known fields: apiVersion, dataLayer, featureGates, flowControl, kind, parser, plugins, requestHandler, saturationDetector, schedulingProfiles)",

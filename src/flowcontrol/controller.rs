@@ -312,10 +312,12 @@ impl ControllerConfig {
     /// The configuration of the band serving `priority`: its own, else the template for its
     /// sign.
     pub fn band_config(&self, priority: i32) -> &BandConfig {
-        self.bands.get(&priority).unwrap_or(match &self.default_negative_band {
-            Some(neg) if priority < 0 => neg,
-            _ => &self.default_band,
-        })
+        self.bands
+            .get(&priority)
+            .unwrap_or(match &self.default_negative_band {
+                Some(neg) if priority < 0 => neg,
+                _ => &self.default_band,
+            })
     }
 
     /// Every band configuration: the templates and the configured bands.
