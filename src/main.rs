@@ -301,6 +301,7 @@ async fn run(cli: Cli) -> Result<()> {
     let endpoints = endpoint_source(&cli).await?;
     let pool_name = endpoints.pool_name().map(str::to_string);
     let mut registry = Registry::default();
+    registry.register_collector(Box::new(switchyard::telemetry::process::ProcessCollector));
     if let discovery::Source::Kubernetes(k) = &endpoints {
         k.metrics().register(&mut registry);
     }

@@ -141,7 +141,8 @@ impl FlowControl {
             st.gate.arrive(item, &[], &pool)
         };
         let outcome = match &arrival {
-            Arrival::Queued(_) => "Enqueued",
+            // GIE names the outcome of an item still waiting in the queue so.
+            Arrival::Queued(_) => "NotYetFinalized",
             Arrival::Admitted(_) => "Dispatched",
             Arrival::Refused(_) => "RejectedCapacity",
         };

@@ -83,18 +83,24 @@ pub async fn serve(
     );
 
     // Prometheus metrics.
+    use crate::telemetry::exposition;
     let app = Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
             async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    crate::telemetry::encode(&registry),
-                )
+                let accept = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let text = crate::telemetry::encode(&registry);
+                if exposition::wants_openmetrics(accept) {
+                    ([(CONTENT_TYPE, exposition::OPENMETRICS)], text)
+                } else {
+                    (
+                        [(CONTENT_TYPE, exposition::TEXT_004)],
+                        exposition::to_text_004(&text),
+                    )
+                }
             }
         }),
     );
