@@ -73,6 +73,19 @@ pub enum ZapLevel {
     Verbosity(u8),
 }
 
+/// `--admin-port`: a port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdminPort(pub Option<u16>);
+
+fn admin_port(s: &str) -> Result<AdminPort, String> {
+    if s == "off" {
+        return Ok(AdminPort(None));
+    }
+    s.parse::<u16>()
+        .map(|p| AdminPort(Some(p)))
+        .map_err(|_| format!("expected a port number or \"off\", got {s:?}"))
+}
+
 /// `--tls-min-version`, with Go's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
@@ -99,7 +112,7 @@ fn tls_version(s: &str) -> Result<TlsVersion, String> {
 
 /// Switchyard: an LLM-aware inference endpoint picker for Envoy ext_proc gateways, a drop-in
 /// replacement for the Gateway API Inference Extension EPP.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
 pub struct Cli {
     // === Serving ===
@@ -153,6 +166,13 @@ pub struct Cli {
     /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
     #[arg(long, default_value = "64Mi", value_parser = byte_size)]
     pub max_request_body_bytes: usize,
+    /// Port of the admin API (Explain, GetState, WatchState: `switchyard explain`, `switchyard
+    /// state`), or "off".
+    #[arg(long, default_value = "9004", value_parser = admin_port)]
+    pub admin_port: AdminPort,
+    /// Address the admin API binds to. It has no authentication: loopback unless you say so.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub admin_bind_address: IpAddr,
     /// After SIGTERM, how long new streams are still served (readiness already NOT_SERVING)
     /// while the gateway notices; a second SIGTERM or SIGINT exits at once.
     #[arg(long, default_value = "5s", value_parser = duration)]
@@ -193,6 +213,10 @@ pub struct Cli {
     /// Ignore the gateway's subset hint.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub disable_endpoint_subset_filter: bool,
+    /// Send the top endpoints' total scores with each pick (header and envoy.lb metadata
+    /// x-gateway-destination-endpoint-scores).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub emit_endpoint_scores: bool,
     /// InferencePool name (Kubernetes discovery).
     #[arg(long, default_value = "")]
     pub pool_name: String,
@@ -387,8 +411,21 @@ impl CliError {
     }
 }
 
-/// Parses `args` (the program name first). Never panics, whatever the input.
+/// Parses `args` (the program name first) and validates the values. Never panics, whatever
+/// the input.
 pub fn parse<I, S>(args: I) -> Result<Parsed, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let parsed = parse_unvalidated(args)?;
+    parsed.cli.validate().map_err(CliError::Invalid)?;
+    Ok(parsed)
+}
+
+/// [`parse`] without [`Cli::validate`] (`switchyard validate` reports those errors with the
+/// others it finds).
+pub fn parse_unvalidated<I, S>(args: I) -> Result<Parsed, CliError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -411,7 +448,6 @@ where
         .filter(|(flag, _)| given(&flag.replace('-', "_")))
         .map(|(flag, why)| format!("--{flag} is {why}"))
         .collect();
-    cli.validate().map_err(CliError::Invalid)?;
     Ok(Parsed { cli, warnings })
 }
 

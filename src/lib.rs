@@ -30,11 +30,15 @@
 //!   the request path reads lock-free snapshots.
 //! - [`extproc`]: the Envoy ext_proc service: the per-stream state machine, request parsing,
 //!   body mutation, response usage parsing, errors.
-//! - [`server`]: the listeners (ext_proc, gRPC health, metrics), TLS and graceful stop.
+//! - [`server`]: the listeners (ext_proc, gRPC health, metrics, admin), TLS and graceful stop.
 //! - [`telemetry`]: the EPP's own Prometheus metrics with GIE's names.
+//! - [`admin`]: the admin API (`proto/`): `Explain` (a dry run of admission and scheduling, with
+//!   every filter's verdict and scorer's contribution), `GetState`/`WatchState`, and the
+//!   `switchyard explain` / `switchyard state` commands.
 //! - [`tasks`]: background tasks whose panic ends the process rather than leaving it degraded.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

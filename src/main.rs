@@ -149,6 +149,7 @@ fn runtime_flags(
         model_server_metrics_insecure_skip_verify: cli
             .model_server_metrics_https_insecure_skip_verify,
         model_server_metrics_port: metrics_port.filter(|_| one_port),
+        emit_endpoint_scores: cli.emit_endpoint_scores,
         max_label_values: cli.max_label_values,
         fairness_idle_timeout: cli.fairness_idle_timeout,
     }
@@ -332,6 +333,25 @@ async fn run(cli: Cli) -> Result<()> {
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,
         metrics: bind(cli.bind_address, cli.metrics_port, "metrics").await?,
     };
+    let admin = match cli.admin_port.0 {
+        None => None,
+        Some(port) => {
+            if !cli.admin_bind_address.is_loopback() {
+                tracing::warn!(
+                    address = %cli.admin_bind_address,
+                    "the admin API has no authentication and is reachable beyond this host"
+                );
+            }
+            let l = bind(cli.admin_bind_address, port, "admin")
+                .await
+                .context("set --admin-port to a free port, or to off")?;
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(server::admin::serve(l, live.clone(), stopped)))
+        }
+    };
     let readiness = Readiness::following(sink.synced.subscribe());
     let options = ServeOptions {
         tls,
@@ -348,13 +368,196 @@ async fn run(cli: Cli) -> Result<()> {
         listeners, director, registry, readiness, options, stops, closing,
     )
     .await?;
+    if let Some(task) = admin
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "the admin API stopped with an error");
+    }
     live.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// `switchyard validate [flags]`: loads and checks everything the flags name — the periods,
+/// the configuration, the runtime it builds, the endpoint source and the certificates — prints
+/// the effective setup, and starts nothing. Exits non-zero on any error, listing them all.
+fn validate(cli: &Cli) -> ExitCode {
+    let mut out = String::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut note = |r: Result<String>| match r {
+        Ok(s) => out.push_str(&s),
+        Err(e) => errors.push(format!("{e:#}")),
+    };
+    let periods = cli
+        .validate()
+        .map_err(|bad| anyhow::anyhow!("invalid flags:\n  - {}", bad.join("\n  - ")));
+    let periods_ok = periods.is_ok();
+    note(periods.map(|()| String::new()));
+    note(validate_setup(cli, periods_ok));
+    note(validate_endpoints(cli));
+    note(validate_tls(cli));
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    if errors.is_empty() {
+        let _ = writeln!(std::io::stdout(), "valid");
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// The configuration and (when the periods are valid, else their errors are reported already)
+/// the runtime it builds with these flags, described.
+fn validate_setup(cli: &Cli, build_runtime: bool) -> Result<String> {
+    use std::fmt::Write as _;
+    let (cfg, source, _) = load_config(cli)?;
+    if !build_runtime {
+        return Ok(String::new());
+    }
+    let flags = runtime_flags(cli, &Default::default(), None);
+    let rt = switchyard::runtime::Runtime::build(cfg.clone(), source.clone(), &flags)
+        .map_err(|e| anyhow::anyhow!("{}", e.render("flags")))?;
+    let mut s = String::new();
+    let origin = match &source.origin {
+        ConfigOrigin::File(p) => p.display().to_string(),
+        ConfigOrigin::Text => "--config-text".into(),
+        ConfigOrigin::BuiltIn => "built in".into(),
+    };
+    let _ = writeln!(s, "config: {origin} (hash {})", source.hash);
+    for w in &cfg.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
+    for p in &cfg.profiles {
+        let _ = writeln!(s, "profile {}:", p.name);
+        for &f in &p.filters {
+            let _ = writeln!(s, "  filter {}", cfg.plugin(f).name);
+        }
+        for &(sc, w) in &p.scorers {
+            let _ = writeln!(s, "  scorer {} weight {w}", cfg.plugin(sc).name);
+        }
+        let _ = writeln!(s, "  picker {}", cfg.plugin(p.picker).name);
+    }
+    let _ = writeln!(
+        s,
+        "saturation detector: {}; flow control: {}",
+        cfg.plugin(cfg.saturation_detector).name,
+        if rt.flow_control_config.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    match &rt.collector {
+        Some(c) => {
+            let _ = writeln!(
+                s,
+                "metrics: {}://<endpoint>{} every {:?}",
+                c.source.scheme, c.source.path, c.refresh_interval
+            );
+        }
+        None => {
+            let _ = writeln!(s, "metrics: collection disabled");
+        }
+    }
+    Ok(s)
+}
+
+/// The endpoint source the flags name, read and checked without starting it.
+fn validate_endpoints(cli: &Cli) -> Result<String> {
+    use std::fmt::Write as _;
+    let static_source = cli.static_endpoints.is_some() || cli.static_endpoints_file.is_some();
+    let (pool, selector) = (!cli.pool_name.is_empty(), !cli.endpoint_selector.is_empty());
+    if [pool, selector, static_source]
+        .iter()
+        .filter(|s| **s)
+        .count()
+        != 1
+    {
+        bail!("give exactly one of --pool-name, --endpoint-selector, --static-endpoints(-file)");
+    }
+    let mut s = String::new();
+    let endpoints = if let Some(list) = &cli.static_endpoints {
+        discovery::parse_endpoint_list(list).map_err(anyhow::Error::msg)?
+    } else if let Some(path) = &cli.static_endpoints_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --static-endpoints-file {}", path.display()))?;
+        let file = discovery::parse_static_file(&text)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let _ = writeln!(
+            s,
+            "objectives: {}; model rewrites: {}",
+            file.objectives.len(),
+            file.rewrites.len()
+        );
+        file.endpoints
+    } else {
+        use switchyard::discovery::kubernetes::KubernetesOptions;
+        let ns = &cli.pool_namespace;
+        let opts = if pool {
+            KubernetesOptions::pool(&cli.pool_name, ns, &cli.pool_group)?
+        } else {
+            KubernetesOptions::standalone(&cli.endpoint_selector, &cli.endpoint_target_ports, ns)?
+        };
+        let _ = writeln!(
+            s,
+            "endpoints: from Kubernetes, pool {} (not contacted)",
+            opts.pool_name()
+        );
+        return Ok(s);
+    };
+    let _ = writeln!(s, "endpoints: {}", endpoints.len());
+    for e in &endpoints {
+        let _ = writeln!(s, "  {} {}:{}", e.name, e.address, e.port);
+    }
+    Ok(s)
+}
+
+/// The ext_proc certificate and client CAs the flags name.
+fn validate_tls(cli: &Cli) -> Result<String> {
+    let (tx, rx) = watch::channel(false);
+    // Building the store parses and checks every file; nothing is watched (no runtime).
+    let store = if cli.enable_cert_reload {
+        let cli = Cli {
+            enable_cert_reload: false,
+            ..cli.clone()
+        };
+        serving_certificate(&cli, &rx)?
+    } else {
+        serving_certificate(cli, &rx)?
+    };
+    drop(tx);
+    Ok(match (store, &cli.cert_path) {
+        (None, _) => "ext_proc: plaintext\n".into(),
+        (Some(_), Some(dir)) => format!("ext_proc: TLS with {}\n", dir.display()),
+        (Some(_), None) => "ext_proc: TLS, self-signed\n".into(),
+    })
+}
+
 fn main() -> ExitCode {
-    let parsed = match switchyard::cli::parse(std::env::args()) {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw
+        .get(1)
+        .is_some_and(|a| switchyard::admin::cli::SUBCOMMANDS.contains(&a.as_str()))
+    {
+        return switchyard::admin::cli::main(raw);
+    }
+    let validate_only = raw.get(1).is_some_and(|a| a == "validate");
+    let raw = if validate_only {
+        let mut r = raw;
+        r.remove(1);
+        r
+    } else {
+        raw
+    };
+    // `validate` reports bad values with everything else it checks; a run stops at them.
+    let parsed = if validate_only {
+        switchyard::cli::parse_unvalidated(raw)
+    } else {
+        switchyard::cli::parse(raw)
+    };
+    let parsed = match parsed {
         Ok(p) => p,
         Err(CliError::Clap(e)) => e.exit(),
         Err(e) => {
@@ -363,6 +566,12 @@ fn main() -> ExitCode {
         }
     };
     let cli = parsed.cli;
+    if validate_only {
+        for w in &parsed.warnings {
+            let _ = writeln!(std::io::stderr(), "warning: {w}");
+        }
+        return validate(&cli);
+    }
     init_logging(&cli);
     for w in parsed.warnings {
         tracing::warn!("{w}");

@@ -198,3 +198,54 @@ fn values_gie_refuses_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn validate_checks_a_whole_setup_without_starting_it() {
+    let dir = std::env::temp_dir().join(format!("switchyard-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("endpoints.yaml");
+    std::fs::write(
+        &good,
+        "endpoints:\n- {name: a, address: 127.0.0.1, port: 8000}\nobjectives:\n- {name: batch, priority: -1}\n",
+    )
+    .unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vtc.yaml");
+    let (code, out, err) = switchyard(&[
+        "validate",
+        "--static-endpoints-file",
+        good.to_str().unwrap(),
+        "--config-file",
+        config,
+        "--secure-serving=false",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("scorer prefix-cache-scorer weight 3"), "{out}");
+    assert!(out.contains("flow control: on"), "{out}");
+    assert!(out.contains("endpoints: 1\n  a 127.0.0.1:8000"), "{out}");
+    assert!(out.contains("objectives: 1"), "{out}");
+    assert!(out.ends_with("valid\n"), "{out}");
+
+    // Every problem at once, and a non-zero status: nothing starts either way.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "endpoints:\n- {address: nope, port: 1}\n").unwrap();
+    let (code, _, err) = switchyard(&[
+        "validate",
+        "--static-endpoints-file",
+        bad.to_str().unwrap(),
+        "--config-text",
+        "apiVersion: x\nkind: EndpointPickerConfig\nplugins: []\n",
+        "--config-reload-interval",
+        "0s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--config-reload-interval: must be at least 1ms"),
+        "{err}"
+    );
+    assert!(err.contains("apiVersion: must be one of"), "{err}");
+    assert!(
+        err.contains("endpoints[0].address: must be an IP address"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

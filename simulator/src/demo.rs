@@ -122,6 +122,9 @@ impl Switchyard {
         if !args.iter().any(|a| a.starts_with("--grpc-port")) {
             fixed.extend(["--grpc-port", "0"]);
         }
+        if !args.iter().any(|a| a.starts_with("--admin-port")) {
+            fixed.extend(["--admin-port", "0"]);
+        }
         // No gateway has to notice a stop here: no drain window.
         if !args.iter().any(|a| a.starts_with("--drain-timeout")) {
             fixed.extend(["--drain-timeout", "0s"]);

@@ -66,6 +66,12 @@ fn defaults_match_gie() {
     assert_eq!(cli.verbosity, 2);
     assert_eq!(cli.log_verbosity(), 2);
     assert_eq!(cli.grpc_max_recv_msg_size, None);
+    assert_eq!(cli.admin_port, AdminPort(Some(9004)));
+    assert!(cli.admin_bind_address.is_loopback());
+    assert!(!cli.emit_endpoint_scores);
+    assert_eq!(ok(&["--admin-port", "off"]).cli.admin_port, AdminPort(None));
+    let e = err(&["--admin-port", "no"]);
+    assert!(e.contains("expected a port number or \"off\""), "{e}");
 }
 
 #[test]

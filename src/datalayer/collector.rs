@@ -274,6 +274,7 @@ async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 .is_some_and(|i| *snap.get(i).endpoint == **ep);
             if !keep {
                 task.abort();
+                shared.metrics.health().forget(name);
             }
             keep
         });
@@ -394,6 +395,10 @@ async fn scrape_loop(shared: Arc<Shared>, endpoint: Arc<Endpoint>, mut last: Arc
                     warned_kv = true;
                     tracing::warn!(endpoint = %endpoint.name, value = v, "KV-cache usage above 1: read as a fraction and clamped to 1 (is the server reporting percent?)");
                 }
+                shared
+                    .metrics
+                    .health()
+                    .succeeded(&endpoint.name, (shared.clock)());
                 let next = Outcome::Ok {
                     spec_errors: x.errors,
                 };
@@ -406,6 +411,12 @@ async fn scrape_loop(shared: Arc<Shared>, endpoint: Arc<Endpoint>, mut last: Arc
             }
             Err(e) => {
                 shared.metrics.scrape_error(&endpoint.name, e.reason);
+                shared.metrics.health().failed(
+                    &endpoint.name,
+                    (shared.clock)(),
+                    e.reason,
+                    &e.detail,
+                );
                 let next = Outcome::Failed { reason: e.reason };
                 log_transition(&endpoint, &url, &outcome, &next, Some(&e.detail));
                 outcome = next;

@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::health::ScrapeHealth;
 use crate::scheduling::{EndpointSnapshot, Timestamp};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,10 +96,12 @@ fn duration_histogram() -> Histogram {
     ])
 }
 
-/// The data layer's metrics. Clone-cheap handles (every field is an `Arc` inside).
+/// The data layer's metrics, and each endpoint's scrape record. Clone-cheap handles (every
+/// field is an `Arc` inside).
 #[derive(Debug, Clone)]
 pub struct DataLayerMetrics {
     pool: PoolLabels,
+    health: ScrapeHealth,
     avg_kv: Family<PoolLabels, F64Gauge>,
     avg_queue: Family<PoolLabels, F64Gauge>,
     avg_running: Family<PoolLabels, F64Gauge>,
@@ -116,6 +119,7 @@ impl DataLayerMetrics {
             pool: PoolLabels {
                 name: pool_name.to_string(),
             },
+            health: ScrapeHealth::default(),
             avg_kv: Family::default(),
             avg_queue: Family::default(),
             avg_running: Family::default(),
@@ -168,6 +172,11 @@ impl DataLayerMetrics {
             "Age of each endpoint's last successfully scraped metrics.",
             self.metrics_age.clone(),
         );
+    }
+
+    /// Each endpoint's scrape record (last success, failure streak, last error).
+    pub fn health(&self) -> &ScrapeHealth {
+        &self.health
     }
 
     pub fn observe_scrape(&self, took: Duration) {

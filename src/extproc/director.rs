@@ -22,6 +22,8 @@ pub struct ExtProcOptions {
     pub served_verifier: bool,
     /// Reported in the `namespace` label of scheduler metrics.
     pub pool_namespace: String,
+    /// `--emit-endpoint-scores`: send the top endpoints' totals with the pick.
+    pub emit_endpoint_scores: bool,
 }
 
 impl Default for ExtProcOptions {
@@ -32,6 +34,7 @@ impl Default for ExtProcOptions {
             passthrough: false,
             served_verifier: false,
             pool_namespace: String::new(),
+            emit_endpoint_scores: false,
         }
     }
 }

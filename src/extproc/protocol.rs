@@ -16,9 +16,15 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use super::error::InferenceError;
+use crate::scheduling::{EndpointSnapshot, ScoredEndpoint};
 
 /// Header and metadata key of the pick.
 pub const DESTINATION_ENDPOINT: &str = "x-gateway-destination-endpoint";
+/// Header and metadata key of the scores behind the pick (`--emit-endpoint-scores`, llm-d's
+/// name).
+pub const ENDPOINT_SCORES: &str = "x-gateway-destination-endpoint-scores";
+/// Endpoints the scores header names at most; the metadata carries every scored endpoint.
+pub const MAX_SCORES_IN_HEADER: usize = 8;
 /// Dynamic metadata namespace of the pick.
 pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
 pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
@@ -52,6 +58,7 @@ pub fn is_system_owned(name: &str) -> bool {
             | "x-llm-d-model-name-rewrite"
             | "x-gateway-destination-endpoint"
             | "x-gateway-destination-endpoint-served"
+            | "x-gateway-destination-endpoint-scores"
             | "content-length"
     )
 }
@@ -123,6 +130,53 @@ pub fn destination_metadata(endpoints: &str) -> Struct {
                 kind: Some(Kind::StructValue(inner)),
             },
         )]),
+    }
+}
+
+/// The scored endpoints, best first (ties in snapshot order).
+fn ranked(scores: &[ScoredEndpoint]) -> Vec<ScoredEndpoint> {
+    let mut v = scores.to_vec();
+    v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    v
+}
+
+/// The scores header: `ip:port=total` for the [`MAX_SCORES_IN_HEADER`] best-scored endpoints,
+/// best first, comma-separated; totals printed exactly (shortest round-trip form).
+pub fn endpoint_scores_header(snapshot: &EndpointSnapshot, scores: &[ScoredEndpoint]) -> String {
+    ranked(scores)
+        .iter()
+        .take(MAX_SCORES_IN_HEADER)
+        .map(|s| format!("{}={}", snapshot.get(s.index).endpoint.host_port(), s.score))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Adds `x-gateway-destination-endpoint-scores: {ip:port: total, ...}` for every scored endpoint
+/// to the `envoy.lb` namespace of `metadata` (as llm-d's `--emit-endpoint-scores`).
+pub fn add_endpoint_scores(
+    metadata: &mut Struct,
+    snapshot: &EndpointSnapshot,
+    scores: &[ScoredEndpoint],
+) {
+    let fields = scores
+        .iter()
+        .map(|s| {
+            (
+                snapshot.get(s.index).endpoint.host_port().to_string(),
+                Value {
+                    kind: Some(Kind::NumberValue(s.score)),
+                },
+            )
+        })
+        .collect();
+    let value = Value {
+        kind: Some(Kind::StructValue(Struct { fields })),
+    };
+    if let Some(Value {
+        kind: Some(Kind::StructValue(ns)),
+    }) = metadata.fields.get_mut(DESTINATION_NAMESPACE)
+    {
+        ns.fields.insert(ENDPOINT_SCORES.to_string(), value);
     }
 }
 
@@ -264,6 +318,48 @@ pub fn immediate(err: &InferenceError) -> ProcessingResponse {
 mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::ListValue;
+
+    #[test]
+    fn endpoint_scores_best_first_in_the_header_and_all_in_the_metadata() {
+        use crate::scheduling::{Endpoint, EndpointState};
+        use std::sync::Arc;
+        let snap = EndpointSnapshot::new(
+            (0..10)
+                .map(|i| EndpointState {
+                    endpoint: Arc::new(Endpoint::new(
+                        format!("e{i}"),
+                        format!("10.0.0.{i}").parse().unwrap(),
+                        8000,
+                    )),
+                    metrics: Default::default(),
+                })
+                .collect(),
+        );
+        let scores: Vec<ScoredEndpoint> = (0..10)
+            .map(|i| ScoredEndpoint {
+                index: i,
+                score: [1.5, 4.0, 0.1, 4.0, 2.25, 0.0, 0.0, 0.0, 0.0, 3.0][i],
+            })
+            .collect();
+        assert_eq!(
+            endpoint_scores_header(&snap, &scores),
+            "10.0.0.1:8000=4,10.0.0.3:8000=4,10.0.0.9:8000=3,10.0.0.4:8000=2.25,\
+             10.0.0.0:8000=1.5,10.0.0.2:8000=0.1,10.0.0.5:8000=0,10.0.0.6:8000=0"
+        );
+        let mut md = destination_metadata("10.0.0.1:8000");
+        add_endpoint_scores(&mut md, &snap, &scores);
+        let Some(Kind::StructValue(ns)) = &md.fields[DESTINATION_NAMESPACE].kind else {
+            panic!("namespace struct")
+        };
+        let Some(Kind::StructValue(sc)) = &ns.fields[ENDPOINT_SCORES].kind else {
+            panic!("scores struct")
+        };
+        assert_eq!(sc.fields.len(), 10);
+        assert_eq!(
+            sc.fields["10.0.0.4:8000"].kind,
+            Some(Kind::NumberValue(2.25))
+        );
+    }
 
     #[test]
     fn ip_parsing() {

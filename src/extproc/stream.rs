@@ -500,6 +500,13 @@ impl StreamState {
             _ => body,
         };
         let mut set = vec![set_header(DESTINATION_ENDPOINT, &dest)];
+        let scores = &result.primary_result().scores;
+        if rt.extproc.emit_endpoint_scores {
+            set.push(set_header(
+                ENDPOINT_SCORES,
+                &endpoint_scores_header(&snapshot, scores),
+            ));
+        }
         if !out_body.is_empty() {
             set.push(set_header("Content-Length", &out_body.len().to_string()));
         }
@@ -512,7 +519,11 @@ impl StreamState {
             },
             true,
         )];
-        responses[0].dynamic_metadata = Some(destination_metadata(&dest));
+        let mut metadata = destination_metadata(&dest);
+        if rt.extproc.emit_endpoint_scores {
+            add_endpoint_scores(&mut metadata, &snapshot, scores);
+        }
+        responses[0].dynamic_metadata = Some(metadata);
         body_responses(&out_body, true, true, &mut responses);
 
         if !incoming.is_empty() {
@@ -733,7 +744,7 @@ impl StreamState {
 
 /// The gateway's answer to an admission refusal: 429 when the pool is overloaded, 503 when the
 /// request could not be served in time.
-fn refusal(r: &Refusal) -> InferenceError {
+pub(crate) fn refusal(r: &Refusal) -> InferenceError {
     let code = if r.status() == 429 {
         Code::ResourceExhausted
     } else {
@@ -744,7 +755,7 @@ fn refusal(r: &Refusal) -> InferenceError {
 
 /// Input tokens flow control charges at dispatch, before the engine reports the real count:
 /// the prompt at 4 characters per token, as the prefix hashing assumes.
-fn estimate_input_tokens(request: &Request) -> u64 {
+pub(crate) fn estimate_input_tokens(request: &Request) -> u64 {
     (request.prompt.len() as u64).div_ceil(4).max(1)
 }
 

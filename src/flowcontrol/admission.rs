@@ -124,8 +124,23 @@ pub struct Charged {
     pub counter: Option<f64>,
 }
 
+/// What admission would do with a request now, without doing it ([`Gate::preview`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Preview {
+    /// Scheduled at once: legacy admission let it through, or flow control would dispatch it in
+    /// its arrival's dispatch cycle.
+    Admit,
+    /// It would wait. `position` requests would leave the queue before it if the pool freed up
+    /// now (its place in dispatch order under the bands, fairness and ordering policies, VTC
+    /// charges of those ahead included); `queued` were waiting before it arrived.
+    Queue { position: usize, queued: usize },
+    /// Refused at arrival (429: capacity, or a sheddable request while saturated), or evicted in
+    /// its arrival's dispatch cycle.
+    Refuse(Refusal),
+}
+
 /// The admission state of one EPP (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Gate {
     /// `None`: legacy admission, nothing queues.
     ctl: Option<FlowController>,
@@ -203,6 +218,48 @@ impl Gate {
             Ok(()) => Arrival::Queued(id),
             Err(e) => Arrival::Refused(Refusal::Capacity(e)),
         }
+    }
+
+    /// What [`Gate::arrive`] and the dispatch cycle after it would do with `item` now, judged on
+    /// a copy: this gate does not change. With flow control, also the pool saturation its
+    /// dispatch cycle saw (requests released but not visible yet included); `None` when it was
+    /// refused before one ran, or under legacy admission.
+    pub fn preview(
+        &self,
+        item: NewItem,
+        candidates: &[usize],
+        pool: &PoolSignal<'_>,
+    ) -> (Preview, Option<f64>) {
+        let queued = self.queued();
+        let mut g = self.clone();
+        let id = match g.arrive(item, candidates, pool) {
+            Arrival::Admitted(_) => return (Preview::Admit, None),
+            Arrival::Refused(r) => return (Preview::Refuse(r), None),
+            Arrival::Queued(id) => id,
+        };
+        // The arrival's dispatch cycle, as the server runs it.
+        loop {
+            match g.poll(pool) {
+                Step::Dispatch(r) if r.id == id => {
+                    return (Preview::Admit, Some(g.last_saturation));
+                }
+                Step::Evict(r, why) if r.id == id => {
+                    return (Preview::Refuse(why), Some(g.last_saturation));
+                }
+                Step::Dispatch(_) | Step::Evict(..) => {}
+                Step::WakeAt(_) | Step::Idle => break,
+            }
+        }
+        let saturation = g.last_saturation;
+        let mut position = g.evicted.len() + g.unqueued.len();
+        let ctl = g.ctl.as_mut().expect("only flow control queues");
+        while let Some(r) = ctl.dispatch(f64::NEG_INFINITY) {
+            if r.id == id {
+                break;
+            }
+            position += 1;
+        }
+        (Preview::Queue { position, queued }, Some(saturation))
     }
 
     /// What to do now: report one eviction, release one request, or say when to look again.

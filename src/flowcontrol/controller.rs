@@ -177,14 +177,14 @@ struct Meta {
     ttl: Option<Duration>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Flow {
     /// (ordering key, arrival sequence) → item.
     queue: BTreeMap<(u64, u64), ItemId>,
     bytes: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Policy {
     GlobalStrict,
     RoundRobin { last: Option<Arc<str>> },
@@ -216,7 +216,7 @@ impl Ord for OrdF64 {
 /// global-strict), then its head item's ordering key.
 type Rank = (OrdF64, (u64, u64));
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Band {
     cfg: BandConfig,
     /// Non-empty flows only: a flow exists while it is backlogged.
@@ -329,7 +329,7 @@ impl ControllerConfig {
 }
 
 /// The queue state of one EPP.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FlowController {
     cfg: ControllerConfig,
     /// Keyed by priority; served from the highest.
@@ -638,6 +638,17 @@ impl FlowController {
             Policy::Vtc(v) => Some(v.counter(tenant)),
             _ => None,
         }
+    }
+
+    /// Every tenant's virtual counter in each band that runs VTC: (priority, tenant, counter).
+    pub fn counters(&self) -> impl Iterator<Item = (i32, &Arc<str>, f64)> {
+        self.bands.iter().flat_map(|(p, b)| {
+            let counters = match &b.policy {
+                Policy::Vtc(v) => Some(v.counters()),
+                _ => None,
+            };
+            counters.into_iter().flatten().map(move |(t, c)| (*p, t, c))
+        })
     }
 
     /// Collects the VTC state of tenants idle for the configured timeout that are not

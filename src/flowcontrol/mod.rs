@@ -17,7 +17,7 @@ pub mod release;
 pub mod service;
 pub mod vtc;
 
-pub use admission::{Arrival, Charged, Gate, PoolSignal, Refusal, Step, legacy_admit};
+pub use admission::{Arrival, Charged, Gate, PoolSignal, Preview, Refusal, Step, legacy_admit};
 pub use controller::{
     BandConfig, ControllerConfig, Fairness, FlowController, ItemId, NewItem, Ordering, Rejected,
     Released, UsageLimitParams,

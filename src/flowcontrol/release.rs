@@ -11,7 +11,7 @@ use crate::scheduling::{EndpointSnapshot, SaturationDetector, Timestamp, Usage};
 /// pending weight until every pod's metrics were refreshed after its release, or (for detectors
 /// that count this EPP's own in-flight requests) until it is scheduled, or until its pod sends
 /// the first token — so one metrics snapshot cannot release an unbounded burst.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Transit {
     released_at: BTreeMap<ItemId, Timestamp>,
 }

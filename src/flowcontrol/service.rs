@@ -16,7 +16,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::admission::{Arrival, Charged, Gate, PoolSignal, Refusal, Step};
+use super::admission::{Arrival, Charged, Gate, PoolSignal, Preview, Refusal, Step};
 use super::controller::{ControllerConfig, ItemId, NewItem, Released};
 use super::metrics::{
     EnqueueLabels, FlowControlMetrics, PoolLabels, QueueDurationLabels, QueueLabels, TenantLabels,
@@ -328,6 +328,36 @@ impl FlowControl {
         if may_release {
             self.wake.notify_one();
         }
+    }
+
+    /// What would happen to `item` if it arrived now (see [`Gate::preview`]): judged on a copy
+    /// of the gate taken under the lock, so nothing here changes, not even a metric. With
+    /// `under`, the copy first takes that configuration, as a reload would.
+    pub fn preview(
+        &self,
+        item: NewItem,
+        under: Option<(Option<ControllerConfig>, Arc<dyn SaturationDetector>)>,
+    ) -> (Preview, Option<f64>) {
+        let (mut gate, mut detector) = {
+            let st = self.state.lock();
+            (st.gate.clone(), st.detector.clone())
+        };
+        if let Some((cfg, d)) = under {
+            gate.reconfigure(cfg, d.visible_when_picked());
+            detector = d;
+        }
+        let snap = self.pool.snapshot();
+        let pool = PoolSignal {
+            snapshot: &snap,
+            detector: detector.as_ref(),
+            now: self.clock.now(),
+        };
+        gate.preview(item, &[], &pool)
+    }
+
+    /// Runs `f` on the gate under the lock, for read-only views (queues, counters).
+    pub fn inspect<T>(&self, f: impl FnOnce(&Gate) -> T) -> T {
+        f(&self.state.lock().gate)
     }
 
     /// Requests waiting now.

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::{ConfigOrigin, ConfigSource, Flags, Runtime};
 use crate::clock::Clock;
 use crate::config::{self, ConfigErrors};
-use crate::datalayer::{Collector, CollectorError, DataLayerMetrics};
+use crate::datalayer::{Collector, CollectorError, DataLayerMetrics, ScrapeHealth};
 use crate::discovery::Sink;
 use crate::extproc::Director;
 use crate::flowcontrol::{FlowControl, FlowControlMetrics};
@@ -63,6 +63,18 @@ impl ReloadMetrics {
             .inc();
     }
 
+    /// Reloads so far that succeeded and that failed.
+    pub fn counts(&self) -> (u64, u64) {
+        let get = |result: &str| {
+            self.reloads
+                .get(&ResultLabels {
+                    result: result.into(),
+                })
+                .map_or(0, |c| c.get())
+        };
+        (get("success"), get("failure"))
+    }
+
     fn loaded(&self, at: SystemTime) {
         let secs = at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -71,10 +83,18 @@ impl ReloadMetrics {
     }
 }
 
+/// The most recent reload that failed: when, and every error with its field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    pub errors: Vec<String>,
+}
+
 /// Why the system could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    /// The configuration was validated when loaded: what fails here are the flags.
+    #[error("{}", .0.render("flags"))]
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     Collector(#[from] CollectorError),
@@ -141,6 +161,10 @@ pub struct Live {
     request_metrics: Arc<RequestMetrics>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
+    /// Kept after a later success: the admin API shows it next to the load time.
+    last_reload_failure: Mutex<Option<ReloadFailure>>,
+    /// Bumped after every reload attempt, good or bad.
+    reload_signal: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
 }
 
@@ -198,6 +222,8 @@ impl Live {
             reload_metrics,
             request_metrics,
             reloading: tokio::sync::Mutex::new(()),
+            last_reload_failure: Mutex::new(None),
+            reload_signal: watch::channel(0).0,
             stop,
         });
         let collector = live.start_collector(&live.runtime())?;
@@ -222,6 +248,40 @@ impl Live {
     /// The flow controller, when any configuration so far enabled flow control.
     pub fn flow_control(&self) -> Option<Arc<FlowControl>> {
         self.flow_control.current.lock().clone()
+    }
+
+    /// The flags every runtime is built with.
+    pub fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Each endpoint's scrape record.
+    pub fn scrape_health(&self) -> &ScrapeHealth {
+        self.dl_metrics.health()
+    }
+
+    /// Reloads so far: (succeeded, failed).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        self.reload_metrics.counts()
+    }
+
+    /// The most recent failed reload, even if a later one succeeded.
+    pub fn last_reload_failure(&self) -> Option<ReloadFailure> {
+        self.last_reload_failure.lock().clone()
+    }
+
+    /// A receiver that changes after every reload attempt.
+    pub fn watch_reloads(&self) -> watch::Receiver<u64> {
+        self.reload_signal.subscribe()
+    }
+
+    /// A receiver that turns true when the process stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
     }
 
     fn start_collector(&self, rt: &Runtime) -> Result<Option<Collector>, CollectorError> {
@@ -258,7 +318,12 @@ impl Live {
             for err in &e.0 {
                 tracing::error!(error = %err, "configuration reload failed; keeping the configuration in force");
             }
+            *self.last_reload_failure.lock() = Some(ReloadFailure {
+                at: SystemTime::now(),
+                errors: e.0.iter().map(ToString::to_string).collect(),
+            });
         }
+        self.reload_signal.send_modify(|n| *n += 1);
         result
     }
 
@@ -270,6 +335,15 @@ impl Live {
         let old = self.runtime();
         let source = ConfigSource::new(origin, text);
         let rt = Runtime::rebuild(cfg, source, &self.flags, &old)?;
+        let shared = rt.plugins.prefix_index_shared_with(&old.plugins);
+        for (i, shared) in shared.into_iter().enumerate() {
+            if !shared && i < old.plugins.prefix_producers.len() {
+                tracing::info!(
+                    producer = i,
+                    "prefix block size or match length changed: starting a new prefix index"
+                );
+            }
+        }
         if rt.collector != old.collector {
             let mut slot = self.collector.lock().await;
             if let Some(c) = slot.take() {

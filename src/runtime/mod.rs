@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use live::{Live, ReloadMetrics};
+pub use live::{Live, ReloadFailure, ReloadMetrics};
 pub use scheduler::{BuiltScheduler, PluginHandles, build_scheduler};
 
 use crate::config::model::BandSpec;
@@ -49,6 +49,8 @@ pub struct Flags {
     pub model_server_metrics_insecure_skip_verify: Option<bool>,
     /// `--model-server-metrics-port`, when it applies (every endpoint serves on one port).
     pub model_server_metrics_port: Option<u16>,
+    /// `--emit-endpoint-scores`: tell the gateway the top endpoints' total scores.
+    pub emit_endpoint_scores: bool,
     /// Client-chosen label values (model names, fairness ids) kept per bound.
     pub max_label_values: usize,
     /// A tenant's VTC state is collected after it was idle this long.
@@ -70,6 +72,7 @@ impl Default for Flags {
             model_server_metrics_path: None,
             model_server_metrics_insecure_skip_verify: None,
             model_server_metrics_port: None,
+            emit_endpoint_scores: false,
             max_label_values: crate::telemetry::DEFAULT_LABEL_VALUES,
             fairness_idle_timeout: crate::flowcontrol::controller::DEFAULT_TENANT_IDLE_TIMEOUT,
         }
@@ -113,7 +116,7 @@ impl Flags {
             check(
                 flag,
                 d >= Duration::from_millis(1),
-                "must be at least 1ms (a period, not zero)",
+                &format!("must be at least 1ms, got {d:?}"),
             );
         }
         errors
@@ -228,6 +231,7 @@ impl Runtime {
                 .iter()
                 .any(|p| matches!(p.spec, PluginSpec::DestinationEndpointServedVerifier(_))),
             pool_namespace: flags.pool_namespace.clone(),
+            emit_endpoint_scores: flags.emit_endpoint_scores,
         };
         let flow_control_config = flow_control_config(&cfg).map(|c| ControllerConfig {
             tenant_idle_timeout: flags.fairness_idle_timeout,

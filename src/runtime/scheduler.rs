@@ -29,6 +29,21 @@ pub struct PluginHandles {
 }
 
 impl PluginHandles {
+    /// For each prefix producer, whether it uses `other`'s index (a reload or an alternative
+    /// configuration that kept the hashing), rather than a new, empty one.
+    pub fn prefix_index_shared_with(&self, other: &PluginHandles) -> Vec<bool> {
+        self.prefix_producers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                other
+                    .prefix_producers
+                    .get(i)
+                    .is_some_and(|o| Arc::ptr_eq(o.index(), p.index()))
+            })
+            .collect()
+    }
+
     /// Forgets every endpoint for which `keep` is false.
     pub fn retain_endpoints(&self, keep: impl Fn(&str) -> bool) {
         for p in &self.prefix_producers {
@@ -109,22 +124,16 @@ pub fn build_scheduler(
         match &p.spec {
             PluginSpec::ApproxPrefixCacheProducer(params) => {
                 let i = handles.prefix_producers.len();
+                // A changed hashing starts a new index; the reload logs it (see
+                // `PluginHandles::prefix_index_shared_with`).
                 let prod = match previous.and_then(|h| h.prefix_producers.get(i)) {
                     Some(old) if old.settings().same_hashing(params) => Arc::new(
                         ApproxPrefixCacheProducer::sharing(*params, old, prefix_metrics.clone()),
                     ),
-                    old => {
-                        if old.is_some() {
-                            tracing::info!(
-                                plugin = %p.name,
-                                "prefix block size or match length changed: starting a new prefix index"
-                            );
-                        }
-                        Arc::new(ApproxPrefixCacheProducer::new(
-                            *params,
-                            prefix_metrics.clone(),
-                        ))
-                    }
+                    _ => Arc::new(ApproxPrefixCacheProducer::new(
+                        *params,
+                        prefix_metrics.clone(),
+                    )),
                 };
                 producers.push(prod.clone());
                 pre_request.push(timing.pre_request(&p.name, prod.clone()));

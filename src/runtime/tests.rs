@@ -108,7 +108,7 @@ fn bad_flags_are_refused_with_their_names() {
         e.messages(),
         vec![
             "--max-request-body-bytes: must be > 0",
-            "--refresh-metrics-interval: must be at least 1ms (a period, not zero)",
+            "--refresh-metrics-interval: must be at least 1ms, got 0ns",
         ]
     );
 }

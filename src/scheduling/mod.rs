@@ -13,6 +13,7 @@ pub mod profile;
 pub mod request;
 pub mod scheduler;
 pub mod time;
+pub mod trace;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -22,11 +23,12 @@ mod tests;
 pub use endpoint::{Endpoint, EndpointMetrics, EndpointSnapshot, EndpointState};
 pub use error::SchedulingError;
 pub use plugin::{
-    DataProducer, Filter, Picker, PreRequest, ProfileHandler, ProfileOutcomes, ProfileResult,
-    ResponseComplete, SaturationDetector, SchedulerRng, SchedulingContext, SchedulingResult,
-    ScoredEndpoint, Scorer, ScorerCategory, Usage,
+    DataProducer, Filter, FilterCheck, Picker, PreRequest, ProfileHandler, ProfileOutcomes,
+    ProfileResult, ResponseComplete, SaturationDetector, SchedulerRng, SchedulingContext,
+    SchedulingResult, ScoredEndpoint, Scorer, ScorerCategory, Usage,
 };
 pub use profile::{NamedFilter, SchedulerProfile, WeightedScorer};
 pub use request::{CycleState, DEFAULT_FAIRNESS_ID, EndpointLoad, PrefixMatchInfo, Request};
 pub use scheduler::{Decision, DecisionError, Scheduler};
 pub use time::Timestamp;
+pub use trace::{NoTrace, ProfileObserver, Trace};

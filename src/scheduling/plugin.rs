@@ -57,6 +57,27 @@ pub trait Filter: Send + Sync {
         candidates: &mut Vec<usize>,
         rng: &mut SchedulerRng,
     );
+    /// The filter's test applied to the endpoint at `index` alone, with the values it was judged
+    /// on, for explaining a decision. A filter that fails open (keeps everyone when nobody
+    /// passes) or explores (sometimes keeps everyone) may keep an endpoint that fails its test.
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck;
+}
+
+/// One endpoint against one filter's test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterCheck {
+    pub passes: bool,
+    /// What was compared, e.g. `queue 7 ≥ limit 5`.
+    pub detail: String,
+}
+
+impl FilterCheck {
+    pub fn new(passes: bool, detail: impl Into<String>) -> Self {
+        Self {
+            passes,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// Scores candidates; `out[i]` is the score of `candidates[i]`. Scores are clamped to `0..=1` by

@@ -6,6 +6,7 @@ use super::error::SchedulingError;
 use super::plugin::{
     Filter, Picker, ProfileResult, SchedulerRng, SchedulingContext, ScoredEndpoint, Scorer,
 };
+use super::trace::{NoTrace, ProfileObserver};
 
 /// A scorer with its weight in one profile. The same scorer instance may sit in several profiles
 /// with different weights.
@@ -14,6 +15,14 @@ pub struct WeightedScorer {
     pub name: String,
     pub scorer: Arc<dyn Scorer>,
     pub weight: f64,
+}
+
+impl WeightedScorer {
+    /// What a raw score adds to the total: `weight × clamp(score, 0, 1)`.
+    #[inline]
+    pub fn contribution_of(weight: f64, raw: f64) -> f64 {
+        weight * raw.clamp(0.0, 1.0)
+    }
 }
 
 #[derive(Clone)]
@@ -42,9 +51,23 @@ impl SchedulerProfile {
         candidates: &[usize],
         rng: &mut SchedulerRng,
     ) -> Result<ProfileResult, SchedulingError> {
+        self.run_observed(ctx, candidates, rng, &mut NoTrace)
+    }
+
+    /// [`Self::run`], telling `obs` what each filter kept and each scorer gave. The observer
+    /// draws nothing from `rng`, so an observed run picks what an unobserved one would.
+    pub fn run_observed(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &[usize],
+        rng: &mut SchedulerRng,
+        obs: &mut impl ProfileObserver,
+    ) -> Result<ProfileResult, SchedulingError> {
         let mut kept = candidates.to_vec();
         for f in &self.filters {
+            obs.filter_started(f, &kept);
             f.filter.filter(ctx, &mut kept, rng);
+            obs.filter_done(ctx, f, &kept);
             if kept.is_empty() {
                 return Err(SchedulingError::NoEndpointsAvailable);
             }
@@ -58,6 +81,7 @@ impl SchedulerProfile {
         for ws in &self.scorers {
             raw.fill(0.0);
             ws.scorer.score(ctx, &kept, &mut raw);
+            obs.scored(ws, &kept, &raw);
             for (i, (&s, total)) in raw.iter().zip(totals.iter_mut()).enumerate() {
                 if !s.is_finite() {
                     return Err(SchedulingError::NonFiniteScore {
@@ -66,7 +90,7 @@ impl SchedulerProfile {
                         value: s,
                     });
                 }
-                *total += ws.weight * s.clamp(0.0, 1.0);
+                *total += WeightedScorer::contribution_of(ws.weight, s);
             }
         }
 

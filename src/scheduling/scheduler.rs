@@ -12,6 +12,7 @@ use super::plugin::{
 use super::profile::SchedulerProfile;
 use super::request::{CycleState, Request};
 use super::time::Timestamp;
+use super::trace::{NoTrace, ProfileObserver};
 
 /// Why a full decision failed; the request path maps each to a status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -103,6 +104,22 @@ impl Scheduler {
         now: Timestamp,
         rng: &mut SchedulerRng,
     ) -> Result<SchedulingResult, SchedulingError> {
+        self.schedule_observed(request, snapshot, candidates, state, now, rng, &mut NoTrace)
+    }
+
+    /// [`Self::schedule`], telling `obs` what every profile that runs does. Nothing else
+    /// differs: the same RNG draws, the same result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn schedule_observed(
+        &self,
+        request: &Request,
+        snapshot: &EndpointSnapshot,
+        candidates: &[usize],
+        state: &CycleState,
+        now: Timestamp,
+        rng: &mut SchedulerRng,
+        obs: &mut impl ProfileObserver,
+    ) -> Result<SchedulingResult, SchedulingError> {
         let ctx = SchedulingContext {
             request,
             snapshot,
@@ -117,7 +134,10 @@ impl Scheduler {
                 if i >= self.profiles.len() || outcomes[i].is_some() {
                     continue;
                 }
-                outcomes[i] = Some(self.profiles[i].run(&ctx, candidates, rng));
+                obs.profile_started(i, &self.profiles[i], candidates);
+                let outcome = self.profiles[i].run_observed(&ctx, candidates, rng, obs);
+                obs.profile_done(&outcome);
+                outcomes[i] = Some(outcome);
                 ran_any = true;
             }
             // A handler that names no new profile ends the cycle; this also guards against one

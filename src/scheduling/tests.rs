@@ -281,3 +281,138 @@ fn producers_feed_scorers_and_hooks_see_the_pick() {
         vec!["ep-2".to_string(), "req-1@ep-2:7".into()]
     );
 }
+
+#[test]
+fn an_observed_run_picks_what_a_plain_one_does_and_records_each_step() {
+    // A random picker and an exploring filter: every RNG draw must line up.
+    let mut ms = vec![
+        metrics(1, 0.2),
+        metrics(9, 0.1),
+        metrics(2, 0.9),
+        metrics(0, 0.3),
+    ];
+    for m in &mut ms {
+        m.updated_at = Some(Timestamp::from_millis(990));
+    }
+    let snap = snapshot(ms);
+    let mut p = profile(
+        vec![
+            (Arc::new(QueueScorer), 2.0),
+            (Arc::new(Fixed(vec![1.5, 0.5, 0.25, -1.0])), 3.0),
+        ],
+        vec![Arc::new(UtilizationFilter::default())],
+    );
+    p.picker = Arc::new(WeightedRandomPicker { max_endpoints: 2 });
+    let s = single(p);
+    let req = Request::new("r", "m");
+    let now = Timestamp::from_millis(1_000);
+    let all = [0, 1, 2, 3];
+    let state = CycleState::default();
+    for seed in 0..20 {
+        let plain = s
+            .schedule(
+                &req,
+                &snap,
+                &all,
+                &state,
+                now,
+                &mut SchedulerRng::seed_from_u64(seed),
+            )
+            .unwrap();
+        let mut trace = Trace::new();
+        let observed = s
+            .schedule_observed(
+                &req,
+                &snap,
+                &all,
+                &state,
+                now,
+                &mut SchedulerRng::seed_from_u64(seed),
+                &mut trace,
+            )
+            .unwrap();
+        assert_eq!(plain, observed, "seed {seed}");
+        let t = trace.profile(0).expect("the profile ran");
+        assert_eq!(t.name, "default");
+        assert_eq!(t.candidates, all);
+        assert_eq!(
+            t.outcome.as_ref(),
+            Some(&Ok(observed.primary_result().clone()))
+        );
+        // The utilization filter drops ep-1 (queue 9 ≥ 5) and ep-2 (KV 0.9 ≥ 0.8).
+        let f = &t.filters[0];
+        assert_eq!(f.kept, vec![0, 3]);
+        assert!(f.any_passed());
+        let (_, c1) = &f.checked[1];
+        assert!(!c1.passes);
+        assert_eq!(
+            c1.detail,
+            "queue 9 ≥ 5, KV 0.10 < 0.80, metrics 10ms old ≤ 200ms"
+        );
+        let (_, c3) = &f.checked[3];
+        assert!(c3.passes, "{}", c3.detail);
+        // Raw scores as given, contributions clamped and weighted, summing to the totals.
+        assert_eq!(t.scorers.len(), 2);
+        assert_eq!(t.scorers[1].raw, vec![(0, 1.5), (3, -1.0)]);
+        for sc in &observed.primary_result().scores {
+            let sum: f64 = t
+                .scorers
+                .iter()
+                .map(|st| {
+                    let raw = st.raw.iter().find(|(i, _)| *i == sc.index).unwrap().1;
+                    st.contribution(raw)
+                })
+                .sum();
+            assert_eq!(sum, sc.score);
+        }
+    }
+}
+
+#[test]
+fn filter_checks_name_the_values_they_judge() {
+    let snap = snapshot(vec![metrics(0, 0.0); 3]);
+    let mut req = Request::new("r", "m");
+    let state = CycleState {
+        prefix: Some(PrefixMatchInfo {
+            matched_blocks: vec![9, 2, 0],
+            total_blocks: 10,
+            block_size_tokens: 16,
+            hashes: Vec::new(),
+        }),
+        inflight: Some(vec![
+            EndpointLoad {
+                requests: 3,
+                tokens: 10,
+            };
+            3
+        ]),
+    };
+    let checks = |req: &Request| {
+        let ctx = crate::scheduling::testing::ctx_for(req, &snap, &state);
+        let over = ConcurrencyFilter {
+            max_concurrency: 2,
+            ..Default::default()
+        };
+        (
+            PrefixCacheAffinityFilter::default().check(&ctx, 0),
+            PrefixCacheAffinityFilter::default().check(&ctx, 1),
+            HeaderBasedTestingFilter.check(&ctx, 1),
+            over.check(&ctx, 0),
+        )
+    };
+    let (sticky, not_sticky, no_header, over) = checks(&req);
+    assert_eq!(
+        sticky,
+        FilterCheck::new(true, "prefix match 9/10 = 0.90 ≥ affinityThreshold 0.8")
+    );
+    assert!(!not_sticky.passes);
+    assert_eq!(
+        no_header,
+        FilterCheck::new(false, "no test-epp-endpoint-selection header")
+    );
+    assert_eq!(over, FilterCheck::new(false, "3 requests in flight > 2"));
+    req.headers
+        .push(("test-epp-endpoint-selection".into(), "10.0.0.2".into()));
+    let (_, _, listed, _) = checks(&req);
+    assert!(listed.passes);
+}

@@ -1,6 +1,8 @@
 //! The listeners: ext_proc gRPC (TLS by default), gRPC health, and Prometheus `/metrics`; and a
-//! graceful stop that lets open streams finish.
+//! graceful stop that lets open streams finish. The admin API has its own listener
+//! ([`admin::serve`]).
 
+pub mod admin;
 pub mod health;
 pub mod tls;
 
@@ -52,6 +54,10 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("metrics server: {0}")]
     Metrics(#[from] std::io::Error),
+    #[error("admin server: {0}")]
+    Admin(tonic::transport::Error),
+    #[error("admin server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Serves until asked to stop, then shuts down in steps, each logged: on the first stop signal

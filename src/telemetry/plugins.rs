@@ -13,8 +13,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::scheduling::plugin::{
-    Filter, Picker, PreRequest, ProfileHandler, ProfileOutcomes, ResponseComplete, SchedulerRng,
-    SchedulingContext, SchedulingResult, ScoredEndpoint, Scorer, ScorerCategory, Usage,
+    Filter, FilterCheck, Picker, PreRequest, ProfileHandler, ProfileOutcomes, ResponseComplete,
+    SchedulerRng, SchedulingContext, SchedulingResult, ScoredEndpoint, Scorer, ScorerCategory,
+    Usage,
 };
 use crate::scheduling::{Request, SchedulingError};
 
@@ -141,6 +142,10 @@ impl Filter for Timed<dyn Filter> {
     }
     fn filter(&self, ctx: &SchedulingContext<'_>, c: &mut Vec<usize>, rng: &mut SchedulerRng) {
         self.time(|f| f.filter(ctx, c, rng));
+    }
+    /// Explaining is not a plugin call of the request path: not timed.
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        self.inner.check(ctx, index)
     }
 }
 

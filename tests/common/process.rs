@@ -16,6 +16,8 @@ pub struct Proc {
     pub grpc: SocketAddr,
     pub health: SocketAddr,
     pub metrics: SocketAddr,
+    /// The admin API (`--admin-port 0` unless the test passes `--admin-port`).
+    pub admin: Option<SocketAddr>,
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
@@ -26,6 +28,9 @@ impl Proc {
 
     /// Like [`Proc::start`], with `set` added to the environment and `remove` taken out of it.
     pub fn start_with_env(args: &[&str], set: &[(&str, &str)], remove: &[&str]) -> Proc {
+        let admin_given = args.iter().any(|a| a.starts_with("--admin-port"));
+        let admin_off = args.windows(2).any(|w| w == ["--admin-port", "off"])
+            || args.contains(&"--admin-port=off");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         for k in remove {
             cmd.env_remove(k);
@@ -44,6 +49,11 @@ impl Proc {
                 "--shutdown-grace-period",
                 "2s",
             ])
+            .args(if admin_given {
+                &[][..]
+            } else {
+                &["--admin-port", "0"][..]
+            })
             // Tests stop at once unless they test the drain window.
             .args(
                 (!args.iter().any(|a| a.starts_with("--drain-timeout")))
@@ -69,9 +79,13 @@ impl Proc {
                 log2.lock().unwrap().push('\n');
             }
         });
-        let (mut grpc, mut health, mut metrics) = (None, None, None);
+        let (mut grpc, mut health, mut metrics, mut admin) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while grpc.is_none() || health.is_none() || metrics.is_none() {
+        while grpc.is_none()
+            || health.is_none()
+            || metrics.is_none()
+            || (admin.is_none() && !admin_off)
+        {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("switchyard did not start: {}", log.lock().unwrap()));
@@ -88,6 +102,8 @@ impl Proc {
                 health = Some(addr());
             } else if line.starts_with("metrics listening on") {
                 metrics = Some(addr());
+            } else if line.starts_with("admin listening on") {
+                admin = Some(addr());
             }
         }
         Proc {
@@ -95,6 +111,7 @@ impl Proc {
             grpc: grpc.unwrap(),
             health: health.unwrap(),
             metrics: metrics.unwrap(),
+            admin,
             stderr: log,
         }
     }

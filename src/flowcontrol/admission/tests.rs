@@ -329,3 +329,82 @@ fn a_cancelled_request_leaves_the_queue() {
     assert_eq!(g.cancel(a), None);
     assert_eq!(g.queued(), 0);
 }
+
+#[test]
+fn a_preview_tells_admit_queue_or_refuse_and_changes_nothing() {
+    let d = UtilizationFilter::default();
+    // Legacy: a sheddable request is shed while saturated, others go through.
+    let busy = snapshot(9, ms(0));
+    let pool = signal(&busy, &d, ms(1));
+    let legacy = Gate::legacy();
+    assert_eq!(
+        legacy.preview(item("t", -1), &[0], &pool),
+        (Preview::Refuse(Refusal::Shed), None)
+    );
+    assert_eq!(legacy.preview(item("t", 0), &[0], &pool).0, Preview::Admit);
+
+    // Flow control under VTC with a saturated pool: "heavy" has been served, "light" not.
+    let mut g = Gate::new(
+        ControllerConfig {
+            max_requests: 4,
+            ..vtc_config()
+        },
+        false,
+    );
+    let heavy = queued_id(g.arrive(item("heavy", 0), &[], &pool));
+    let idle = snapshot(0, ms(5));
+    let Step::Dispatch(r) = g.poll(&signal(&idle, &d, ms(5))) else {
+        panic!("idle pool dispatches")
+    };
+    assert_eq!(r.id, heavy);
+    g.usage(
+        heavy,
+        Usage {
+            prompt_tokens: 100,
+            completion_tokens: 500,
+            cached_tokens: 0,
+        },
+    );
+    g.complete(heavy);
+    for t in ["heavy", "heavy", "other"] {
+        queued_id(g.arrive(item(t, 0), &[], &pool));
+    }
+    let before = format!("{g:?}");
+    // "other" and "light" are lifted to heavy's counter on arrival (idle time is not banked):
+    // heavy's head is oldest and goes first, its dispatch charge puts it behind, then "other"
+    // (queued earlier) and "light" — ahead of heavy's second request.
+    let (p, sat) = g.preview(item("light", 0), &[], &pool);
+    assert_eq!(
+        p,
+        Preview::Queue {
+            position: 2,
+            queued: 3
+        }
+    );
+    assert!(sat.is_some_and(|s| s >= 1.0), "{sat:?}");
+    // A fourth queued request reaches maxRequests: the preview is the 429 arrival would give.
+    queued_id(g.arrive(item("x", 0), &[], &pool));
+    let before_full = format!("{g:?}");
+    let (p, _) = g.preview(item("light", 0), &[], &pool);
+    let Preview::Refuse(r) = p else {
+        panic!("expected a refusal, got {p:?}")
+    };
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.message(),
+        "request rejected by flow control: queue at capacity (maxRequests 4 reached)"
+    );
+    assert_eq!(format!("{g:?}"), before_full);
+    assert_ne!(before, before_full);
+
+    // An idle pool: the arrival's own dispatch cycle lets it go (after those ahead of it).
+    let mut g = Gate::new(vtc_config(), false);
+    let before = format!("{g:?}");
+    let (p, sat) = g.preview(item("t", 0), &[], &signal(&idle, &d, ms(5)));
+    assert_eq!(p, Preview::Admit);
+    assert_eq!(sat, Some(0.0));
+    assert_eq!(format!("{g:?}"), before);
+    assert_eq!(g.queued(), 0);
+    queued_id(g.arrive(item("t", 0), &[], &pool));
+    assert_eq!(g.queued(), 1);
+}

@@ -7,7 +7,9 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use crate::decode::{Diagnostics, Obj, Params, format_duration};
-use crate::scheduling::plugin::{Filter, SaturationDetector, SchedulerRng, SchedulingContext};
+use crate::scheduling::plugin::{
+    Filter, FilterCheck, SaturationDetector, SchedulerRng, SchedulingContext,
+};
 use crate::scheduling::{EndpointSnapshot, Timestamp};
 
 // === impl HeaderBasedTestingFilter ===
@@ -22,6 +24,35 @@ impl Params for HeaderBasedTestingFilter {}
 
 impl HeaderBasedTestingFilter {
     pub const HEADER: &'static str = "test-epp-endpoint-selection";
+}
+
+/// The endpoints a `test-epp-endpoint-selection` value lists: bare IPs and `ip:port` items.
+struct Selection<'a> {
+    ips: Vec<IpAddr>,
+    host_ports: Vec<&'a str>,
+}
+
+impl<'a> Selection<'a> {
+    fn parse(value: &'a str) -> Self {
+        let mut sel = Selection {
+            ips: Vec::new(),
+            host_ports: Vec::new(),
+        };
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bare = item.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = bare.parse::<IpAddr>() {
+                sel.ips.push(ip);
+            } else {
+                sel.host_ports.push(item);
+            }
+        }
+        sel
+    }
+
+    fn lists(&self, ctx: &SchedulingContext<'_>, index: usize) -> bool {
+        let ep = &ctx.snapshot.get(index).endpoint;
+        self.ips.contains(&ep.address) || self.host_ports.contains(&ep.host_port())
+    }
 }
 
 impl Filter for HeaderBasedTestingFilter {
@@ -39,20 +70,18 @@ impl Filter for HeaderBasedTestingFilter {
             candidates.clear();
             return;
         };
-        let mut ips: Vec<IpAddr> = Vec::new();
-        let mut host_ports: Vec<&str> = Vec::new();
-        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let bare = item.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<IpAddr>() {
-                ips.push(ip);
-            } else {
-                host_ports.push(item);
+        let sel = Selection::parse(value);
+        candidates.retain(|&i| sel.lists(ctx, i));
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        match ctx.request.header(Self::HEADER) {
+            None => FilterCheck::new(false, format!("no {} header", Self::HEADER)),
+            Some(v) if Selection::parse(v).lists(ctx, index) => {
+                FilterCheck::new(true, format!("listed in {}", Self::HEADER))
             }
+            Some(v) => FilterCheck::new(false, format!("not listed in {}: {v:?}", Self::HEADER)),
         }
-        candidates.retain(|&i| {
-            let ep = &ctx.snapshot.get(i).endpoint;
-            ips.contains(&ep.address) || host_ports.contains(&ep.host_port())
-        });
     }
 }
 
@@ -82,12 +111,23 @@ impl Filter for DecodeFilter {
         candidates: &mut Vec<usize>,
         _: &mut SchedulerRng,
     ) {
-        candidates.retain(
-            |&i| match ctx.snapshot.get(i).endpoint.labels.get(Self::ROLE_LABEL) {
-                None => true,
-                Some(role) => Self::DECODE_ROLES.contains(&role.as_str()),
-            },
-        );
+        candidates.retain(|&i| self.check(ctx, i).passes);
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        match ctx
+            .snapshot
+            .get(index)
+            .endpoint
+            .labels
+            .get(Self::ROLE_LABEL)
+        {
+            None => FilterCheck::new(true, format!("no {} label", Self::ROLE_LABEL)),
+            Some(role) if Self::DECODE_ROLES.contains(&role.as_str()) => {
+                FilterCheck::new(true, format!("role {role:?} decodes"))
+            }
+            Some(role) => FilterCheck::new(false, format!("role {role:?} does not decode")),
+        }
     }
 }
 
@@ -144,6 +184,16 @@ impl Params for PrefixCacheAffinityFilter {
     }
 }
 
+impl PrefixCacheAffinityFilter {
+    /// Whether the endpoint at `index` holds enough of the prompt to be sticky.
+    fn sticky(&self, ctx: &SchedulingContext<'_>, index: usize) -> bool {
+        match ctx.state.prefix_match(index) {
+            Some((m, t)) if t > 0 => f64::from(m) / f64::from(t) >= self.affinity_threshold,
+            _ => false,
+        }
+    }
+}
+
 impl Filter for PrefixCacheAffinityFilter {
     fn type_name(&self) -> &'static str {
         "prefix-cache-affinity-filter"
@@ -162,13 +212,28 @@ impl Filter for PrefixCacheAffinityFilter {
         {
             return;
         }
-        let sticky = |i: usize| match ctx.state.prefix_match(i) {
-            Some((m, t)) if t > 0 => f64::from(m) / f64::from(t) >= self.affinity_threshold,
-            _ => false,
-        };
-        if candidates.iter().any(|&i| sticky(i)) {
-            candidates.retain(|&i| sticky(i));
+        if candidates.iter().any(|&i| self.sticky(ctx, i)) {
+            candidates.retain(|&i| self.sticky(ctx, i));
         }
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        let Some((m, t)) = ctx.state.prefix_match(index) else {
+            return FilterCheck::new(true, "no prefix data: everyone is kept");
+        };
+        if t == 0 {
+            return FilterCheck::new(false, "the prompt is shorter than one block");
+        }
+        let ratio = f64::from(m) / f64::from(t);
+        let passes = self.sticky(ctx, index);
+        let op = if passes { "≥" } else { "<" };
+        FilterCheck::new(
+            passes,
+            format!(
+                "prefix match {m}/{t} = {ratio:.2} {op} affinityThreshold {}",
+                self.affinity_threshold
+            ),
+        )
     }
 }
 
@@ -236,6 +301,24 @@ impl Params for UtilizationFilter {
     }
 }
 
+impl UtilizationFilter {
+    /// The queue and KV limits, stretched by `headroom`.
+    fn limits(&self) -> (f64, f64) {
+        (
+            self.queue_depth_threshold as f64 * (1.0 + self.headroom),
+            self.kv_cache_util_threshold * (1.0 + self.headroom),
+        )
+    }
+
+    fn passes(&self, ctx: &SchedulingContext<'_>, index: usize) -> bool {
+        let (q_limit, kv_limit) = self.limits();
+        let m = &ctx.snapshot.get(index).metrics;
+        !m.is_stale(ctx.now, self.metrics_staleness_threshold)
+            && (m.waiting_queue_size as f64) < q_limit
+            && m.kv_cache_usage < kv_limit
+    }
+}
+
 impl Filter for UtilizationFilter {
     fn type_name(&self) -> &'static str {
         "utilization-detector"
@@ -247,17 +330,43 @@ impl Filter for UtilizationFilter {
         candidates: &mut Vec<usize>,
         _: &mut SchedulerRng,
     ) {
-        let q_limit = self.queue_depth_threshold as f64 * (1.0 + self.headroom);
-        let kv_limit = self.kv_cache_util_threshold * (1.0 + self.headroom);
-        let ok = |i: usize| {
-            let m = &ctx.snapshot.get(i).metrics;
-            !m.is_stale(ctx.now, self.metrics_staleness_threshold)
-                && (m.waiting_queue_size as f64) < q_limit
-                && m.kv_cache_usage < kv_limit
-        };
-        if candidates.iter().any(|&i| ok(i)) {
-            candidates.retain(|&i| ok(i));
+        if candidates.iter().any(|&i| self.passes(ctx, i)) {
+            candidates.retain(|&i| self.passes(ctx, i));
         }
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        let (q_limit, kv_limit) = self.limits();
+        let m = &ctx.snapshot.get(index).metrics;
+        let q = m.waiting_queue_size;
+        let q_op = if (q as f64) < q_limit { "<" } else { "≥" };
+        let kv_op = if m.kv_cache_usage < kv_limit {
+            "<"
+        } else {
+            "≥"
+        };
+        let age = match m.age(ctx.now) {
+            None => "never scraped".to_string(),
+            Some(a) => {
+                let op = if a > self.metrics_staleness_threshold {
+                    ">"
+                } else {
+                    "≤"
+                };
+                format!(
+                    "metrics {}ms old {op} {}",
+                    a.as_millis(),
+                    format_duration(self.metrics_staleness_threshold)
+                )
+            }
+        };
+        FilterCheck::new(
+            self.passes(ctx, index),
+            format!(
+                "queue {q} {q_op} {q_limit}, KV {:.2} {kv_op} {kv_limit:.2}, {age}",
+                m.kv_cache_usage
+            ),
+        )
     }
 }
 
@@ -380,6 +489,23 @@ impl ConcurrencyFilter {
     }
 }
 
+impl ConcurrencyFilter {
+    /// What the endpoint at `index` has in flight and its limit, in the configured unit.
+    fn load_and_limit(&self, ctx: &SchedulingContext<'_>, index: usize) -> (u64, f64) {
+        let load = ctx.state.inflight_load(index);
+        let (cap, n) = match self.mode {
+            ConcurrencyMode::Requests => (self.max_concurrency, load.requests),
+            ConcurrencyMode::Tokens => (self.max_token_concurrency, load.tokens),
+        };
+        (n, cap as f64 * (1.0 + self.headroom))
+    }
+
+    fn passes(&self, ctx: &SchedulingContext<'_>, index: usize) -> bool {
+        let (n, limit) = self.load_and_limit(ctx, index);
+        n as f64 <= limit
+    }
+}
+
 impl Filter for ConcurrencyFilter {
     fn type_name(&self) -> &'static str {
         "concurrency-detector"
@@ -391,15 +517,20 @@ impl Filter for ConcurrencyFilter {
         candidates: &mut Vec<usize>,
         _: &mut SchedulerRng,
     ) {
-        let (cap, pick): (u64, fn(crate::scheduling::EndpointLoad) -> u64) = match self.mode {
-            ConcurrencyMode::Requests => (self.max_concurrency, |l| l.requests),
-            ConcurrencyMode::Tokens => (self.max_token_concurrency, |l| l.tokens),
-        };
-        let limit = cap as f64 * (1.0 + self.headroom);
-        let ok = |i: usize| (pick(ctx.state.inflight_load(i)) as f64) <= limit;
-        if candidates.iter().any(|&i| ok(i)) {
-            candidates.retain(|&i| ok(i));
+        if candidates.iter().any(|&i| self.passes(ctx, i)) {
+            candidates.retain(|&i| self.passes(ctx, i));
         }
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        let (n, limit) = self.load_and_limit(ctx, index);
+        let passes = self.passes(ctx, index);
+        let unit = match self.mode {
+            ConcurrencyMode::Requests => "requests",
+            ConcurrencyMode::Tokens => "tokens",
+        };
+        let op = if passes { "≤" } else { ">" };
+        FilterCheck::new(passes, format!("{n} {unit} in flight {op} {limit}"))
     }
 }
 
