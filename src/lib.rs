@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line: GIE's and llm-d-router's flags, Go-style spellings, deprecated
+//!   flags accepted with a warning, unknown flags refused, every bad value reported at once.
 //! - [`scheduling`]: the pure core. Endpoints and their metrics, the request, the plugin traits
 //!   (filter, scorer, picker, profile handler, data producer, pre-request, response-complete), the
 //!   profile run and the built-in plugins, each with its typed parameters. No I/O, no async; time
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datalayer;

@@ -2,14 +2,12 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{ArgAction, CommandFactory, Parser};
 use prometheus_client::registry::Registry;
+use switchyard::cli::{Cli, CliError, TlsVersion};
 use switchyard::clock::Clock;
 use switchyard::config::{self, EndpointPickerConfig};
 use switchyard::discovery::{self, Sink};
@@ -17,270 +15,9 @@ use switchyard::runtime::{ConfigOrigin, ConfigSource, Flags, Live};
 use switchyard::server::{self, Listeners, ServeOptions, health::Readiness};
 use tokio::sync::watch;
 
-fn duration(s: &str) -> Result<Duration, String> {
-    switchyard::decode::parse_go_duration(s)
-}
-
-/// `--admin-port`: a port, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AdminPort(Option<u16>);
-
-fn admin_port(s: &str) -> Result<AdminPort, String> {
-    if s == "off" {
-        return Ok(AdminPort(None));
-    }
-    s.parse::<u16>()
-        .map(|p| AdminPort(Some(p)))
-        .map_err(|_| format!("expected a port number or \"off\", got {s:?}"))
-}
-
-fn byte_size(s: &str) -> Result<usize, String> {
-    switchyard::decode::parse_quantity(s)
-        .and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
-}
-
-/// Switchyard: an LLM-aware inference endpoint picker for Envoy ext_proc gateways, a drop-in
-/// replacement for the Gateway API Inference Extension EPP.
-#[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    // === Serving ===
-    /// Port of the ext_proc gRPC server.
-    #[arg(long, default_value_t = 9002)]
-    grpc_port: u16,
-    /// Port of the gRPC health server.
-    #[arg(long, default_value_t = 9003)]
-    grpc_health_port: u16,
-    /// Port of the Prometheus /metrics server.
-    #[arg(long, default_value_t = 9090)]
-    metrics_port: u16,
-    /// Address every listener binds to.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind_address: IpAddr,
-    /// Serve ext_proc over TLS (a self-signed certificate unless --cert-path is given).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    secure_serving: bool,
-    /// Directory holding tls.crt and tls.key.
-    #[arg(long)]
-    cert_path: Option<PathBuf>,
-    /// PEM file of CA certificates: only clients (gateways) presenting a certificate issued by
-    /// one of them may connect to the ext_proc port (mutual TLS).
-    #[arg(long, value_name = "FILE")]
-    client_ca_file: Option<PathBuf>,
-    /// Also serve grpc.health.v1 on the ext_proc port.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    health_checking: bool,
-    /// Client-chosen label values (model names, fairness ids) kept per metric label; others
-    /// are counted under "other".
-    #[arg(long, default_value_t = switchyard::telemetry::DEFAULT_LABEL_VALUES)]
-    max_label_values: usize,
-    /// Flow control forgets a tenant's VTC state after it was idle this long (nothing queued or
-    /// streaming); when it returns it starts level with the backlogged tenants.
-    #[arg(long, default_value = "10m", value_parser = duration)]
-    fairness_idle_timeout: Duration,
-    /// Largest request body accepted (bytes, or a quantity such as 64Mi); larger gets 413.
-    #[arg(long, default_value = "64Mi", value_parser = byte_size)]
-    max_request_body_bytes: usize,
-    /// Port of the admin API (Explain, GetState, WatchState: `switchyard explain`, `switchyard
-    /// state`), or "off".
-    #[arg(long, default_value = "9004", value_parser = admin_port)]
-    admin_port: AdminPort,
-    /// Address the admin API binds to. It has no authentication: loopback unless you say so.
-    #[arg(long, default_value = "127.0.0.1")]
-    admin_bind_address: IpAddr,
-    /// After SIGTERM, how long new streams are still served (readiness already NOT_SERVING)
-    /// while the gateway notices; a second SIGTERM or SIGINT exits at once.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    drain_timeout: Duration,
-    /// Then, how long open streams may finish once the listeners close.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    shutdown_grace_period: Duration,
-
-    // === Configuration ===
-    /// EndpointPickerConfig YAML file (default: queue ×2, KV ×2, prefix ×3).
-    #[arg(long, value_name = "FILE", conflicts_with = "config_text")]
-    config_file: Option<PathBuf>,
-    /// EndpointPickerConfig YAML given inline.
-    #[arg(long, value_name = "YAML")]
-    config_text: Option<String>,
-    /// Print the effective configuration, every default spelled out, and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// How often --config-file is re-read; a changed, valid version replaces the running
-    /// configuration (SIGHUP re-reads it at once).
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    config_reload_interval: Duration,
-
-    // === Endpoints ===
-    /// Static endpoints, comma-separated ip:port.
-    #[arg(long, value_name = "LIST")]
-    static_endpoints: Option<String>,
-    /// Static endpoints file (endpoints, objectives, modelRewrites), re-read when it changes.
-    #[arg(long, value_name = "FILE", conflicts_with = "static_endpoints")]
-    static_endpoints_file: Option<PathBuf>,
-    /// How often the static endpoints file is checked for changes.
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    static_endpoints_reload_interval: Duration,
-    /// Ignore the gateway's subset hint.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    disable_endpoint_subset_filter: bool,
-    /// Send the top endpoints' total scores with each pick (header and envoy.lb metadata
-    /// x-gateway-destination-endpoint-scores).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    emit_endpoint_scores: bool,
-    /// InferencePool name (Kubernetes discovery).
-    #[arg(long, default_value = "")]
-    pool_name: String,
-    /// InferencePool namespace (default: $NAMESPACE, then "default").
-    #[arg(long, default_value = "")]
-    pool_namespace: String,
-    /// InferencePool API group.
-    #[arg(long, default_value = "inference.networking.k8s.io")]
-    pool_group: String,
-    /// Pod label selector for standalone Kubernetes discovery.
-    #[arg(long, default_value = "")]
-    endpoint_selector: String,
-    /// Target ports for standalone Kubernetes discovery.
-    #[arg(long, value_delimiter = ',')]
-    endpoint_target_ports: Vec<u16>,
-    /// Leader election for active-passive replicas (Kubernetes).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    ha_enable_leader_election: bool,
-
-    // === Metrics collection ===
-    /// How often each endpoint's metrics are scraped.
-    #[arg(long, default_value = "50ms", value_parser = duration)]
-    refresh_metrics_interval: Duration,
-    /// How often the pool gauges are refreshed.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    refresh_prometheus_metrics_interval: Duration,
-    /// Endpoints with older metrics do not count in the pool gauges.
-    #[arg(long, default_value = "2s", value_parser = duration)]
-    metrics_staleness_threshold: Duration,
-    /// Deprecated: metrics-data-source parameter `scheme`.
-    #[arg(long)]
-    model_server_metrics_scheme: Option<String>,
-    /// Deprecated: metrics-data-source parameter `path`.
-    #[arg(long)]
-    model_server_metrics_path: Option<String>,
-    /// Deprecated: metrics port when the pool has one target port.
-    #[arg(long)]
-    model_server_metrics_port: Option<u16>,
-    /// Deprecated: metrics-data-source parameter `insecureSkipVerify`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    model_server_metrics_https_insecure_skip_verify: Option<bool>,
-    /// Deprecated and ignored: configure core-metrics-extractor engineConfigs.
-    #[arg(long, hide = true)]
-    total_queued_requests_metric: Option<String>,
-    #[arg(long, hide = true)]
-    total_running_requests_metric: Option<String>,
-    #[arg(long, hide = true)]
-    kv_cache_usage_percentage_metric: Option<String>,
-    #[arg(long, hide = true)]
-    lora_info_metric: Option<String>,
-    #[arg(long, hide = true)]
-    cache_info_metric: Option<String>,
-
-    // === Accepted for GIE compatibility ===
-    /// OpenTelemetry tracing (accepted; traces are not exported).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    tracing: bool,
-    /// Go pprof endpoints (accepted; not applicable).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    enable_pprof: bool,
-    /// Reload --cert-path files when they change (new connections get the new certificate).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
-    enable_cert_reload: bool,
-    /// How often --cert-path is re-read with --enable-cert-reload.
-    #[arg(long, default_value = "5s", value_parser = duration)]
-    cert_reload_interval: Duration,
-    /// Bearer-token auth on /metrics (needs Kubernetes TokenReview; not enforced).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
-    metrics_endpoint_auth: bool,
-
-    // === Logging ===
-    /// Log verbosity: 1 warnings, 2 info (default), 3–4 debug, 5 trace. RUST_LOG overrides.
-    #[arg(short = 'v', long = "v", default_value_t = 2)]
-    verbosity: u8,
-    /// Log encoding: console or json.
-    #[arg(long, default_value = "console")]
-    zap_encoder: String,
-    #[arg(long, hide = true)]
-    zap_log_level: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    zap_devel: Option<String>,
-    #[arg(long, hide = true)]
-    zap_stacktrace_level: Option<String>,
-    #[arg(long, hide = true)]
-    zap_time_encoding: Option<String>,
-}
-
-/// Go-style flags (`-pool-name`, `-poolName` from old charts) become clap's `--pool-name`; flags
-/// this build does not know are dropped with a warning instead of failing a Helm chart's args.
-fn normalise_args(raw: Vec<String>) -> (Vec<String>, Vec<String>) {
-    let cmd = Cli::command();
-    let known: Vec<String> = cmd
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .chain(["help".to_string(), "version".to_string()])
-        .collect();
-    let mut out = Vec::with_capacity(raw.len());
-    let mut dropped = Vec::new();
-    let mut iter = raw.into_iter();
-    if let Some(bin) = iter.next() {
-        out.push(bin);
-    }
-    let mut pending: Vec<String> = iter.collect();
-    pending.reverse();
-    while let Some(arg) = pending.pop() {
-        let Some(body) = arg.strip_prefix('-') else {
-            out.push(arg);
-            continue;
-        };
-        if arg == "-" || arg == "--" || (body.len() == 1 && !body.starts_with('-')) {
-            out.push(arg);
-            continue;
-        }
-        let body = body.strip_prefix('-').unwrap_or(body);
-        let (name, value) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
-        let kebab = to_kebab(name);
-        if known.contains(&kebab) {
-            out.push(match value {
-                Some(v) => format!("--{kebab}={v}"),
-                None => format!("--{kebab}"),
-            });
-        } else {
-            dropped.push(arg.clone());
-            // A following bare word is taken as this unknown flag's value.
-            if value.is_none() && pending.last().is_some_and(|n| !n.starts_with('-')) {
-                pending.pop();
-            }
-        }
-    }
-    (out, dropped)
-}
-
-fn to_kebab(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            s.push('-');
-            s.push(c.to_ascii_lowercase());
-        } else if c == '_' {
-            s.push('-');
-        } else {
-            s.push(c);
-        }
-    }
-    s
-}
-
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let level = match cli.verbosity {
+    let level = match cli.log_verbosity() {
         0 => "error",
         1 => "warn",
         2 => "info",
@@ -328,39 +65,6 @@ fn load_config(cli: &Cli) -> Result<(EndpointPickerConfig, ConfigSource, Vec<u8>
 }
 
 fn warn_compat_flags(cli: &Cli) {
-    let deprecated_metric_flags = [
-        (
-            "--total-queued-requests-metric",
-            &cli.total_queued_requests_metric,
-        ),
-        (
-            "--total-running-requests-metric",
-            &cli.total_running_requests_metric,
-        ),
-        (
-            "--kv-cache-usage-percentage-metric",
-            &cli.kv_cache_usage_percentage_metric,
-        ),
-        ("--lora-info-metric", &cli.lora_info_metric),
-        ("--cache-info-metric", &cli.cache_info_metric),
-    ];
-    for (flag, v) in deprecated_metric_flags {
-        if v.is_some() {
-            tracing::warn!(
-                "{flag} is deprecated and ignored; configure core-metrics-extractor engineConfigs"
-            );
-        }
-    }
-    if cli.model_server_metrics_scheme.is_some()
-        || cli.model_server_metrics_path.is_some()
-        || cli
-            .model_server_metrics_https_insecure_skip_verify
-            .is_some()
-    {
-        tracing::warn!(
-            "--model-server-metrics-* flags are deprecated; set metrics-data-source parameters"
-        );
-    }
     if cli.tracing {
         tracing::debug!("--tracing: OpenTelemetry export is not built in; spans are not exported");
     }
@@ -512,9 +216,22 @@ fn serving_certificate(
         ),
         None => None,
     };
-    let store = |pair: &server::tls::CertPair| match &client_cas {
-        Some(ca) => server::tls::CertStore::with_client_cas(pair, ca),
-        None => server::tls::CertStore::new(pair),
+    if cli.tls_min_version < Some(TlsVersion::Tls12) && cli.tls_min_version.is_some() {
+        tracing::warn!("--tls-min-version: TLS below 1.2 is never served; the minimum is TLS 1.2");
+    }
+    let policy = server::tls::TlsPolicy {
+        tls13_only: cli.tls_min_version == Some(TlsVersion::Tls13),
+        tls12_suites: server::tls::cipher_suites(&cli.tls_cipher_suites)
+            .map_err(anyhow::Error::msg)
+            .context("--tls-cipher-suites")?,
+    };
+    let store = |pair: &server::tls::CertPair| {
+        server::tls::CertStore::build(
+            pair,
+            client_cas.as_deref(),
+            "--client-ca-file",
+            policy.clone(),
+        )
     };
     let Some(dir) = &cli.cert_path else {
         if cli.enable_cert_reload {
@@ -535,40 +252,38 @@ fn serving_certificate(
     Ok(Some(store))
 }
 
-/// Periods that drive timers must be at least 1 ms (a zero period would stop the timer, a
-/// nanosecond one spin); every bad one is reported at once.
-fn check_periods(cli: &Cli) -> Result<()> {
-    let bad: Vec<String> = [
-        ("--refresh-metrics-interval", cli.refresh_metrics_interval),
-        (
-            "--refresh-prometheus-metrics-interval",
-            cli.refresh_prometheus_metrics_interval,
+/// TLS on the metrics port (`--metrics-cert-dir`, `--metrics-client-ca-file`): the directory's
+/// pair, reloaded with the ext_proc certificate's interval when it changes.
+fn metrics_certificate(
+    cli: &Cli,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Arc<server::tls::CertStore>>> {
+    let Some(dir) = &cli.metrics_cert_dir else {
+        return Ok(None);
+    };
+    let client_cas = match &cli.metrics_client_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --metrics-client-ca-file {}", path.display()))?,
         ),
-        (
-            "--metrics-staleness-threshold",
-            cli.metrics_staleness_threshold,
-        ),
-        (
-            "--static-endpoints-reload-interval",
-            cli.static_endpoints_reload_interval,
-        ),
-        ("--config-reload-interval", cli.config_reload_interval),
-        ("--cert-reload-interval", cli.cert_reload_interval),
-        ("--fairness-idle-timeout", cli.fairness_idle_timeout),
-    ]
-    .into_iter()
-    .filter(|(_, d)| *d < Duration::from_millis(1))
-    .map(|(flag, d)| format!("{flag}: must be at least 1ms, got {d:?}"))
-    .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        bail!("invalid flags:\n  - {}", bad.join("\n  - "))
-    }
+        None => None,
+    };
+    let pair = server::tls::from_dir(dir)?;
+    let store = server::tls::CertStore::build(
+        &pair,
+        client_cas.as_deref(),
+        "--metrics-client-ca-file",
+        server::tls::TlsPolicy::default(),
+    )
+    .with_context(|| format!("loading the metrics certificate in {}", dir.display()))?;
+    let watch = store
+        .clone()
+        .watch_dir(dir.clone(), cli.cert_reload_interval, stop.clone());
+    switchyard::tasks::spawn_critical("metrics certificate watcher", watch);
+    Ok(Some(store))
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    check_periods(&cli)?;
     let (cfg, source, text) = load_config(&cli)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
@@ -587,6 +302,7 @@ async fn run(cli: Cli) -> Result<()> {
     let endpoints = endpoint_source(&cli).await?;
     let pool_name = endpoints.pool_name().map(str::to_string);
     let mut registry = Registry::default();
+    registry.register_collector(Box::new(switchyard::telemetry::process::ProcessCollector));
     if let discovery::Source::Kubernetes(k) = &endpoints {
         k.metrics().register(&mut registry);
     }
@@ -611,6 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
         switchyard::tasks::spawn_critical("config watcher", watch);
     }
     let tls = serving_certificate(&cli, &stop_rx)?;
+    let metrics_tls = metrics_certificate(&cli, &stop_rx)?;
     let listeners = Listeners {
         grpc: bind(cli.bind_address, cli.grpc_port, "ext_proc").await?,
         health: bind(cli.bind_address, cli.grpc_health_port, "health").await?,
@@ -641,6 +358,9 @@ async fn run(cli: Cli) -> Result<()> {
         health_on_grpc_port: cli.health_checking,
         drain: cli.drain_timeout,
         grace: cli.shutdown_grace_period,
+        metrics_tls,
+        max_recv_msg_size: cli.grpc_max_recv_msg_size,
+        max_send_msg_size: cli.grpc_max_send_msg_size,
     };
     let director = live.director().clone();
     let registry = Arc::new(registry);
@@ -668,7 +388,9 @@ fn validate(cli: &Cli) -> ExitCode {
         Ok(s) => out.push_str(&s),
         Err(e) => errors.push(format!("{e:#}")),
     };
-    let periods = check_periods(cli);
+    let periods = cli
+        .validate()
+        .map_err(|bad| anyhow::anyhow!("invalid flags:\n  - {}", bad.join("\n  - ")));
     let periods_ok = periods.is_ok();
     note(periods.map(|()| String::new()));
     note(validate_setup(cli, periods_ok));
@@ -829,20 +551,30 @@ fn main() -> ExitCode {
     } else {
         raw
     };
-    let (args, dropped) = normalise_args(raw);
-    let cli = Cli::parse_from(args);
+    // `validate` reports bad values with everything else it checks; a run stops at them.
+    let parsed = if validate_only {
+        switchyard::cli::parse_unvalidated(raw)
+    } else {
+        switchyard::cli::parse(raw)
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(CliError::Clap(e)) => e.exit(),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = parsed.cli;
     if validate_only {
-        for d in &dropped {
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: unknown flag {d} would be ignored"
-            );
+        for w in &parsed.warnings {
+            let _ = writeln!(std::io::stderr(), "warning: {w}");
         }
         return validate(&cli);
     }
     init_logging(&cli);
-    for d in dropped {
-        tracing::warn!("ignoring unknown flag {d}");
+    for w in parsed.warnings {
+        tracing::warn!("{w}");
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -861,75 +593,5 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn norm(args: &[&str]) -> (Vec<String>, Vec<String>) {
-        normalise_args(args.iter().map(|s| s.to_string()).collect())
-    }
-
-    #[test]
-    fn go_style_flags_are_normalised() {
-        let (out, dropped) = norm(&[
-            "switchyard",
-            "-poolName",
-            "p",
-            "--pool-namespace=ns",
-            "-v",
-            "4",
-            "--zap-encoder",
-            "json",
-            "--unknown-flag",
-            "x",
-            "--secure-serving=false",
-            "--other=1",
-        ]);
-        assert_eq!(
-            out,
-            vec![
-                "switchyard",
-                "--pool-name",
-                "p",
-                "--pool-namespace=ns",
-                "-v",
-                "4",
-                "--zap-encoder",
-                "json",
-                "--secure-serving=false"
-            ]
-        );
-        assert_eq!(dropped, vec!["--unknown-flag", "--other=1"]);
-        let cli = Cli::parse_from(out);
-        assert_eq!(cli.pool_name, "p");
-        assert_eq!(cli.verbosity, 4);
-        assert!(!cli.secure_serving);
-    }
-
-    #[test]
-    fn defaults_match_gie() {
-        let cli = Cli::parse_from(["switchyard"]);
-        assert_eq!(
-            (cli.grpc_port, cli.grpc_health_port, cli.metrics_port),
-            (9002, 9003, 9090)
-        );
-        assert!(cli.secure_serving);
-        assert_eq!(cli.refresh_metrics_interval, Duration::from_millis(50));
-        assert_eq!(
-            cli.refresh_prometheus_metrics_interval,
-            Duration::from_secs(5)
-        );
-        assert_eq!(cli.metrics_staleness_threshold, Duration::from_secs(2));
-        assert_eq!(cli.max_request_body_bytes, 64 << 20);
-        assert_eq!(cli.pool_group, "inference.networking.k8s.io");
-        assert_eq!(cli.admin_port, AdminPort(Some(9004)));
-        assert!(cli.admin_bind_address.is_loopback());
-        let cli = Cli::parse_from(["switchyard", "--admin-port", "off"]);
-        assert_eq!(cli.admin_port, AdminPort(None));
-        assert!(Cli::try_parse_from(["switchyard", "--admin-port", "no"]).is_err());
-        assert_eq!(cli.verbosity, 2);
     }
 }

@@ -114,7 +114,7 @@ fn zero_and_tiny_periods_are_refused_at_startup() {
         ("--fairness-idle-timeout", "0s"),
     ] {
         let (code, _, err) = switchyard(&["--static-endpoints", "127.0.0.1:8000", flag, value]);
-        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert_eq!(code, 2, "{flag} {value}: {err}");
         assert!(
             err.contains(&format!("{flag}: must be at least 1ms")),
             "{flag} {value}: {err}"
@@ -128,7 +128,7 @@ fn zero_and_tiny_periods_are_refused_at_startup() {
         "--config-reload-interval",
         "0s",
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         err.contains("invalid flags:\n  - --refresh-metrics-interval: must be at least 1ms, got 0ns\n  - --config-reload-interval: must be at least 1ms, got 0ns"),
         "every bad flag at once: {err}"
@@ -147,6 +147,56 @@ fn print_config_survives_a_closed_stdout() {
     drop(child.stdout.take());
     let status = child.wait().unwrap();
     assert_ne!(status.code(), Some(101), "no panic on a closed pipe");
+}
+
+#[test]
+fn unknown_flags_stop_the_process_with_a_hint() {
+    let (code, out, err) = switchyard(&[
+        "--static-endpoints",
+        "127.0.0.1:8000",
+        "--grpc-prot",
+        "9100",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "error: unknown flag: --grpc-prot (did you mean --grpc-port?)\n"
+    );
+}
+
+#[test]
+fn deprecated_chart_flags_start_with_warnings() {
+    // The GIE v1.5 chart passes these for sglang pools.
+    let (code, out, err) = switchyard(&[
+        "--total-queued-requests-metric",
+        "sglang:num_queue_reqs",
+        "-kvCacheUsagePercentageMetric=sglang:token_usage",
+        "--zap-time-encoding=iso8601",
+        "--print-config",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kind: EndpointPickerConfig"));
+    for flag in [
+        "--total-queued-requests-metric is deprecated and ignored",
+        "--kv-cache-usage-percentage-metric is deprecated and ignored",
+        "--zap-time-encoding is ignored",
+    ] {
+        assert!(
+            err.contains(&format!("WARN switchyard: {flag}")),
+            "{flag}: {err}"
+        );
+    }
+}
+
+#[test]
+fn values_gie_refuses_are_refused() {
+    let (code, _, err) = switchyard(&["--model-server-metrics-scheme", "ftp", "--print-config"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unexpected \"ftp\" value, it can only be set to 'http' or 'https'"),
+        "{err}"
+    );
 }
 
 #[test]

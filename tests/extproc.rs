@@ -810,7 +810,8 @@ async fn metrics_endpoint_serves_gie_names() {
     let mut text = String::new();
     conn.read_to_string(&mut text).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("application/openmetrics-text"));
+    // No Accept header: the Prometheus text format 0.0.4, as from the Go client.
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
     assert!(text.contains("inference_objective_request_total{"));
     assert!(
         text.contains("inference_extension_scheduler_e2e_duration_seconds_count 1"),

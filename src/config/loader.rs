@@ -37,7 +37,26 @@ pub fn load_str(text: &str) -> Result<EndpointPickerConfig, ConfigErrors> {
             message: "the document is empty".into(),
         }]));
     }
-    decode(&value)
+    let (value, defaulted) = with_default_plugins(value);
+    decode(&value, defaulted)
+}
+
+/// GIE fills in defaults when a document has no `plugins` (e.g. only `featureGates:
+/// [flowControl]`): with neither `plugins` nor `schedulingProfiles`, the built-in plugins and
+/// profile are used, and the rest of the document applies to them.
+fn with_default_plugins(mut value: Value) -> (Value, bool) {
+    let Value::Object(map) = &mut value else {
+        return (value, false);
+    };
+    if map.contains_key("plugins") || map.contains_key("schedulingProfiles") {
+        return (value, false);
+    }
+    let default: Value =
+        serde_saphyr::from_str(DEFAULT_CONFIG_YAML).expect("the embedded default config is valid");
+    for key in ["plugins", "schedulingProfiles"] {
+        map.insert(key.to_string(), default[key].clone());
+    }
+    (value, true)
 }
 
 /// The built-in default configuration.
@@ -163,17 +182,30 @@ struct RawFlowControl {
     max_requests: u64,
     ttl: Option<std::time::Duration>,
     default_band: Option<RawBand>,
+    default_negative_band: Option<RawBand>,
     bands: Vec<RawBand>,
     usage_limit: Option<Ref>,
+    saturation_detector: Option<Ref>,
+    /// Whether anything but the saturation detector is set (ignored without the gate).
+    settings: bool,
+    /// llm-d-router v0.10's bounded defaults (TTL 60 s, 5,000 requests per band).
+    llm_d: bool,
 }
 
-fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
+fn decode(value: &Value, defaulted: bool) -> Result<EndpointPickerConfig, ConfigErrors> {
     let mut d = Diagnostics::default();
     if !value.is_object() {
         d.error("", format!("must be a mapping, got {}", kind(value)));
         return Err(ConfigErrors(d.errors));
     }
     let mut top = Obj::new("", Some(value), &mut d);
+    if defaulted {
+        d.warn(
+            "no plugins given: using the default plugins and profile (queue-scorer ×2, \
+             kv-cache-utilization-scorer ×2, prefix-cache-scorer ×3)",
+        );
+    }
+    let llm_d = value.get("apiVersion").and_then(Value::as_str) == Some(API_VERSIONS[1]);
 
     // --- header ---
     let api_version = top.string("apiVersion", &mut d).unwrap_or_default();
@@ -202,10 +234,33 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
     let mut gates = FeatureGates::default();
     if let Some(items) = top.list("featureGates", &mut d) {
         for (i, g) in items.iter().enumerate() {
-            match g.as_str() {
-                Some("dataLayer") => gates.data_layer = true,
-                Some("enableLegacyMetrics") => gates.enable_legacy_metrics = true,
-                Some("flowControl") => gates.flow_control = true,
+            // llm-d-router: `gate` or `gate=<bool>`.
+            let (name, on) = match g.as_str().map(|s| s.split_once('=')) {
+                Some(Some((n, v))) => match parse_go_bool(v) {
+                    Some(on) => (Some(n.trim()), on),
+                    None => {
+                        d.error(
+                            index("featureGates", i),
+                            format!("{v:?} is not a valid value for the feature gate {n:?}"),
+                        );
+                        continue;
+                    }
+                },
+                Some(None) => (g.as_str(), true),
+                None => (None, true),
+            };
+            match name {
+                Some("dataLayer") => gates.data_layer = on,
+                Some("enableLegacyMetrics") => gates.enable_legacy_metrics = on,
+                Some("flowControl") => gates.flow_control = on,
+                Some("haPopulateNonLeaderDatastore") => {
+                    if on {
+                        d.warn(
+                            "featureGates: haPopulateNonLeaderDatastore: Switchyard's followers do \
+                             not watch Kubernetes; they start routing when they become leader",
+                        );
+                    }
+                }
                 Some(other) => d.error(
                     index("featureGates", i),
                     format!(
@@ -338,13 +393,68 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
     }
 
     // --- single-reference sections ---
-    let detector_ref = read_ref_section(&mut top, "saturationDetector", &mut l.d);
-    let parser_ref = read_ref_section(&mut top, "parser", &mut l.d);
+    let top_detector_ref = read_ref_section(&mut top, "saturationDetector", &mut l.d);
+    let top_parser_ref = read_ref_section(&mut top, "parser", &mut l.d);
+    let mut parser_refs: Vec<Ref> = Vec::new();
+    if let Some(v) = top.get("requestHandler") {
+        let mut o = Obj::new("requestHandler", Some(v), &mut l.d);
+        if let Some(items) = o.list("parsers", &mut l.d) {
+            for (i, item) in items.iter().enumerate() {
+                let mut po = Obj::new(index("requestHandler.parsers", i), Some(item), &mut l.d);
+                match read_ref(&mut po, "pluginRef", &mut l.d) {
+                    Some(r) => parser_refs.push(r),
+                    None if !po.has("pluginRef") => l.d.error(po.at("pluginRef"), "required"),
+                    None => {}
+                }
+                po.finish(&mut l.d);
+            }
+        }
+        o.finish(&mut l.d);
+    }
+    // llm-d-router: requestHandler.parsers replaces the deprecated top-level parser; when both
+    // are set the new field is used.
+    if top_parser_ref.is_some() && !parser_refs.is_empty() {
+        l.d.warn("parser: ignored because requestHandler.parsers is set");
+    }
+    if parser_refs.len() > 1 {
+        let names: Vec<&str> = parser_refs.iter().map(|r| r.name.as_str()).collect();
+        l.d.error(
+            "requestHandler.parsers",
+            format!(
+                "Switchyard runs one parser for every request, got {} ({}); choosing a parser \
+                 by request path is not supported yet",
+                names.len(),
+                names.join(", ")
+            ),
+        );
+    }
+    let parser_ref = parser_refs.into_iter().next().or(top_parser_ref);
 
     // --- dataLayer (shape) ---
     let mut raw_sources: Option<Vec<(Ref, Vec<Ref>)>> = None;
+    let mut inject_defaults: Option<bool> = None;
     if let Some(v) = top.get("dataLayer") {
         let mut o = Obj::new("dataLayer", Some(v), &mut l.d);
+        inject_defaults = o.bool("injectDefaults", &mut l.d);
+        for (key, what) in [
+            (
+                "discovery",
+                "endpoint discovery plugins are not supported yet; use --static-endpoints-file, \
+                 --pool-name or --endpoint-selector",
+            ),
+            (
+                "crossReplicaSyncerPluginRef",
+                "cross-replica state sync is not supported yet",
+            ),
+            (
+                "crossReplicaSyncInterval",
+                "cross-replica state sync is not supported yet",
+            ),
+        ] {
+            if o.get(key).is_some() {
+                l.d.error(o.at(key), what);
+            }
+        }
         let mut sources = Vec::new();
         if let Some(items) = o.list("sources", &mut l.d) {
             for (i, item) in items.iter().enumerate() {
@@ -378,7 +488,19 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
     // --- flowControl (shape) ---
     let raw_fc = top
         .get("flowControl")
-        .map(|v| decode_flow_control(v, &mut l.d));
+        .map(|v| decode_flow_control(v, llm_d, &mut l.d));
+    // llm-d-router: flowControl.saturationDetector replaces the deprecated top-level one and
+    // wins when both are set; it applies with or without the flowControl gate.
+    let fc_detector_ref = raw_fc.as_ref().and_then(|f| f.saturation_detector.as_ref());
+    if top_detector_ref.is_some() && fc_detector_ref.is_some() {
+        l.d.warn("saturationDetector: ignored because flowControl.saturationDetector is set");
+    }
+    let detector_ref = fc_detector_ref
+        .map(|r| Ref {
+            name: r.name.clone(),
+            path: r.path.clone(),
+        })
+        .or(top_detector_ref);
 
     top.finish(&mut l.d);
 
@@ -469,13 +591,13 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
                 slotted = true;
             }
             if !slotted {
-                l.d.error(
-                    &r.path,
-                    format!(
-                        "plugin {:?} (type {type_name}) is not a filter, scorer or picker and cannot be part of a scheduling profile",
-                        r.name
-                    ),
-                );
+                // GIE's profile skips plugins that fill no scheduling slot (upstream's own
+                // configs list parsers and producers in profiles).
+                l.d.warn(format!(
+                    "{}: plugin {:?} (type {type_name}) is not a filter, scorer or picker; it is \
+                     skipped in profile {:?}",
+                    r.path, r.name, rp.name
+                ));
             }
         }
         profiles.push((draft, rp.path.clone()));
@@ -555,6 +677,11 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
 
     // Saturation detector and parser: referenced, or GIE's defaults.
     let saturation_detector = match &detector_ref {
+        // llm-d-router creates the default detector when it is referenced by its type name
+        // without being defined.
+        Some(r) if r.name == "utilization-detector" && l.find(&r.name).is_none() => {
+            l.add_default(PluginSpec::UtilizationDetector(UtilizationFilter::default()))
+        }
         Some(r) => l
             .resolve(r, Roles::SATURATION_DETECTOR, "saturation detector")
             .unwrap_or(usize::MAX),
@@ -565,6 +692,13 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
         ),
     };
     let parser = match &parser_ref {
+        // llm-d-router creates a parser referenced by its type name without being defined.
+        Some(r) if l.find(&r.name).is_none() && !l.broken.contains(&r.name) => {
+            match PluginSpec::decode(&r.name, None, &r.path, &mut Diagnostics::default()) {
+                Some(spec) if spec.roles().contains(Roles::PARSER) => l.add_default(spec),
+                _ => l.resolve(r, Roles::PARSER, "parser").unwrap_or(usize::MAX),
+            }
+        }
         Some(r) => l.resolve(r, Roles::PARSER, "parser").unwrap_or(usize::MAX),
         None => l.named_or_default(
             "openai-parser",
@@ -592,7 +726,7 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
 
     // Data layer: given, explicitly disabled, or the default scrape source.
     let data_layer = match raw_sources {
-        Some(sources) if sources.is_empty() => {
+        Some(sources) if sources.is_empty() && inject_defaults != Some(true) => {
             l.d.warn("dataLayer.sources is empty: endpoint metrics collection is disabled");
             None
         }
@@ -607,6 +741,27 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
                 if let Some(source) = src {
                     list.push(DataSourceSpec { source, extractors });
                 }
+            }
+            // llm-d-router's injectDefaults: true adds the default scrape source unless one is
+            // configured.
+            let has_metrics = list
+                .iter()
+                .any(|s| matches!(l.plugins[s.source].spec, PluginSpec::MetricsDataSource(_)));
+            if inject_defaults == Some(true) && !has_metrics {
+                let source = l.named_or_default(
+                    "metrics-data-source",
+                    Roles::DATA_SOURCE,
+                    PluginSpec::MetricsDataSource(MetricsSourceParams::default()),
+                );
+                let extractor = l.named_or_default(
+                    "core-metrics-extractor",
+                    Roles::EXTRACTOR,
+                    PluginSpec::CoreMetricsExtractor(ExtractorParams::default()),
+                );
+                list.push(DataSourceSpec {
+                    source,
+                    extractors: vec![extractor],
+                });
             }
             Some(list)
         }
@@ -637,24 +792,35 @@ fn decode(value: &Value) -> Result<EndpointPickerConfig, ConfigErrors> {
     // Flow control: validated always, in force only behind its gate.
     let flow_control = match raw_fc {
         Some(raw) => {
+            let settings = raw.settings;
             let spec = resolve_flow_control(&mut l, raw, fcfs, strict, usage);
             if gates.flow_control {
                 spec
             } else {
-                l.d.warn(
-                    "flowControl: ignored because the flowControl feature gate is not enabled",
-                );
+                if settings {
+                    l.d.warn(
+                        "flowControl: its settings (other than saturationDetector) are ignored \
+                         because the flowControl feature gate is not enabled",
+                    );
+                }
                 None
             }
         }
-        None if gates.flow_control => Some(FlowControlSpec {
-            max_bytes: 0,
-            max_requests: 0,
-            default_request_ttl: None,
-            default_band: default_band(fcfs, strict),
-            bands: Vec::new(),
-            usage_limit_policy: usage,
-        }),
+        None if gates.flow_control => {
+            let mut band = default_band(fcfs, strict);
+            if llm_d {
+                band.max_requests = LLM_D_DEFAULT_BAND_REQUESTS;
+            }
+            Some(FlowControlSpec {
+                max_bytes: 0,
+                max_requests: 0,
+                default_request_ttl: llm_d.then_some(LLM_D_DEFAULT_TTL),
+                default_band: band,
+                default_negative_band: None,
+                bands: Vec::new(),
+                usage_limit_policy: usage,
+            })
+        }
         None => None,
     };
 
@@ -688,6 +854,15 @@ struct ProfileSpecDraft {
     filters: Vec<usize>,
     scorers: Vec<(usize, f64)>,
     picker: Option<usize>,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => Some(true),
+        "0" | "f" | "false" => Some(false),
+        _ => None,
+    }
 }
 
 fn o_has_key(v: &Value, key: &str) -> bool {
@@ -731,7 +906,7 @@ fn decode_band(path: String, v: &Value, with_priority: bool, d: &mut Diagnostics
     let band = RawBand {
         priority,
         max_bytes: o.quantity("maxBytes", d),
-        max_requests: o.u64("maxRequests", d),
+        max_requests: o.quantity("maxRequests", d),
         ordering: read_ref(&mut o, "orderingPolicyRef", d),
         fairness: read_ref(&mut o, "fairnessPolicyRef", d),
         path,
@@ -740,14 +915,27 @@ fn decode_band(path: String, v: &Value, with_priority: bool, d: &mut Diagnostics
     band
 }
 
-fn decode_flow_control(v: &Value, d: &mut Diagnostics) -> RawFlowControl {
+fn decode_flow_control(v: &Value, llm_d: bool, d: &mut Diagnostics) -> RawFlowControl {
     let mut o = Obj::new("flowControl", Some(v), d);
     let max_bytes = o.quantity("maxBytes", d).unwrap_or(0);
-    let max_requests = o.u64("maxRequests", d).unwrap_or(0);
-    let ttl = o.duration("defaultRequestTTL", d).filter(|t| !t.is_zero());
+    let max_requests = o.quantity("maxRequests", d).unwrap_or(0);
+    let ttl = match o.duration("defaultRequestTTL", d) {
+        Some(t) => Some(t).filter(|t| !t.is_zero()),
+        // llm-d-router v0.10: queueing is bounded by default.
+        None if llm_d => Some(LLM_D_DEFAULT_TTL),
+        None => None,
+    };
     let default_band = o
         .get("defaultPriorityBand")
         .map(|b| decode_band("flowControl.defaultPriorityBand".into(), b, false, d));
+    let default_negative_band = o.get("defaultNegativePriorityBand").map(|b| {
+        decode_band(
+            "flowControl.defaultNegativePriorityBand".into(),
+            b,
+            false,
+            d,
+        )
+    });
     let mut bands: Vec<RawBand> = Vec::new();
     if let Some(items) = o.list("priorityBands", d) {
         for (i, item) in items.iter().enumerate() {
@@ -765,16 +953,48 @@ fn decode_flow_control(v: &Value, d: &mut Diagnostics) -> RawFlowControl {
         }
     }
     let usage_limit = read_ref(&mut o, "usageLimitPolicyPluginRef", d);
+    let saturation_detector = o.get("saturationDetector").map(|sd| {
+        let mut so = Obj::new("flowControl.saturationDetector", Some(sd), d);
+        let r = read_ref(&mut so, "pluginRef", d);
+        so.finish(d);
+        r
+    });
+    if o.bool("enableEviction", d) == Some(true) {
+        d.error(
+            o.at("enableEviction"),
+            "in-flight eviction of lower-priority requests is not supported yet",
+        );
+    }
+    let settings = [
+        "maxBytes",
+        "maxRequests",
+        "defaultRequestTTL",
+        "defaultPriorityBand",
+        "defaultNegativePriorityBand",
+        "priorityBands",
+        "usageLimitPolicyPluginRef",
+    ]
+    .iter()
+    .any(|k| o.has(k));
     o.finish(d);
     RawFlowControl {
         max_bytes,
         max_requests,
         ttl,
         default_band,
+        default_negative_band,
         bands,
         usage_limit,
+        saturation_detector: saturation_detector.flatten(),
+        settings,
+        llm_d,
     }
 }
+
+/// llm-d-router v0.10's default `defaultRequestTTL` (documents with its apiVersion).
+const LLM_D_DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// llm-d-router v0.10's default band `maxRequests`; 0 means this default too.
+const LLM_D_DEFAULT_BAND_REQUESTS: u64 = 5000;
 
 fn resolve_flow_control(
     l: &mut Loader,
@@ -783,11 +1003,21 @@ fn resolve_flow_control(
     strict: usize,
     usage: usize,
 ) -> Option<FlowControlSpec> {
-    let template = default_band(fcfs, strict);
+    let mut template = default_band(fcfs, strict);
+    let llm_d = raw.llm_d;
+    if llm_d {
+        template.max_requests = LLM_D_DEFAULT_BAND_REQUESTS;
+    }
     let resolve_band = |l: &mut Loader, b: &RawBand, base: &BandSpec| BandSpec {
         priority: b.priority,
-        max_bytes: b.max_bytes.unwrap_or(base.max_bytes),
-        max_requests: b.max_requests.unwrap_or(base.max_requests),
+        max_bytes: b
+            .max_bytes
+            .filter(|n| *n > 0 || !llm_d)
+            .unwrap_or(base.max_bytes),
+        max_requests: b
+            .max_requests
+            .filter(|n| *n > 0 || !llm_d)
+            .unwrap_or(base.max_requests),
         ordering_policy: b
             .ordering
             .as_ref()
@@ -803,6 +1033,10 @@ fn resolve_flow_control(
         Some(b) => resolve_band(l, b, &template),
         None => template.clone(),
     };
+    let default_negative_band = raw
+        .default_negative_band
+        .as_ref()
+        .map(|b| resolve_band(l, b, &default_band));
     let bands = raw
         .bands
         .iter()
@@ -817,6 +1051,7 @@ fn resolve_flow_control(
         max_requests: raw.max_requests,
         default_request_ttl: raw.ttl,
         default_band,
+        default_negative_band,
         bands,
         usage_limit_policy,
     })

@@ -38,7 +38,12 @@ pub struct FeatureGates {
 }
 
 impl FeatureGates {
-    pub const KNOWN: &'static [&'static str] = &["dataLayer", "enableLegacyMetrics", "flowControl"];
+    pub const KNOWN: &'static [&'static str] = &[
+        "dataLayer",
+        "enableLegacyMetrics",
+        "flowControl",
+        "haPopulateNonLeaderDatastore",
+    ];
 
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
@@ -85,6 +90,9 @@ pub struct FlowControlSpec {
     /// client goes away.
     pub default_request_ttl: Option<Duration>,
     pub default_band: BandSpec,
+    /// Template for priorities below zero without their own band (llm-d-router's
+    /// `defaultNegativePriorityBand`); `None` uses `default_band`.
+    pub default_negative_band: Option<BandSpec>,
     pub bands: Vec<BandSpec>,
     pub usage_limit_policy: usize,
 }

@@ -170,6 +170,7 @@ registry! {
     }
     filters {
         HeaderBasedTestingFilter(HeaderBasedTestingFilter) = "header-based-testing-filter",
+        DecodeFilter(DecodeFilter) = "decode-filter",
         PrefixCacheAffinityFilter(PrefixCacheAffinityFilter) = "prefix-cache-affinity-filter" [PrefixCacheMatchInfo],
     }
     detectors {
@@ -194,32 +195,73 @@ registry! {
     }
 }
 
-/// GIE types Switchyard deliberately does not implement, with the reason given to the user.
+const LATENCY: &str =
+    "latency-predictor plugins are not supported yet (they need the external latency predictor)";
+const PD: &str = "prefill/decode disaggregation is not supported yet";
+const LLM_D: &str = "this llm-d-router plugin is not supported yet";
+
+/// GIE and llm-d-router types Switchyard does not implement (yet), with the reason given to the
+/// user.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "latency-scorer",
-        "it needs GIE's external latency-predictor sidecars",
-    ),
-    (
-        "predicted-latency-producer",
-        "it needs GIE's external latency-predictor sidecars",
-    ),
-    (
-        "slo-headroom-tier-filter",
-        "it needs GIE's external latency-predictor sidecars",
-    ),
-    (
-        "latency-slo-admitter",
-        "it needs GIE's external latency-predictor sidecars",
-    ),
+    ("latency-scorer", LATENCY),
+    ("predicted-latency-producer", LATENCY),
+    ("slo-headroom-tier-filter", LATENCY),
+    ("latency-slo-admitter", LATENCY),
+    ("prefill-filter", PD),
+    ("encode-filter", PD),
+    ("disagg-profile-handler", PD),
+    ("pd-profile-handler", PD),
+    ("disagg-headers-handler", PD),
+    ("prefill-header-handler", PD),
+    ("prefix-based-pd-decider", PD),
+    ("always-disagg-pd-decider", PD),
+    ("always-disagg-multimodal-decider", PD),
+    ("data-parallel-profile-handler", PD),
     (
         "request-attribute-reporter",
-        "it evaluates CEL expressions, which Switchyard does not embed",
+        "it is not supported yet (CEL expressions over the response usage)",
+    ),
+    (
+        "session-affinity-scorer",
+        "session affinity is not supported yet (the response must carry the session token)",
+    ),
+    (
+        "session-affinity-filter",
+        "session affinity is not supported yet (the response must carry the session token)",
+    ),
+    (
+        "slo-deadline-ordering-policy",
+        "it is not supported yet; use edf-ordering-policy (deadline = arrival + TTL)",
+    ),
+    (
+        "k8s-notification-source",
+        "notification sources are not supported yet (no extractor consumes them)",
+    ),
+    (
+        "endpoint-notification-source",
+        "notification sources are not supported yet (no extractor consumes them)",
     ),
     (
         "vllmgrpc-parser",
         "Switchyard parses OpenAI HTTP bodies only (openai-parser, passthrough-parser)",
     ),
+    ("anthropic-parser", LLM_D),
+    ("vllmhttp-parser", LLM_D),
+    ("vertexai-parser", LLM_D),
+    ("active-request-scorer", LLM_D),
+    ("load-aware-scorer", LLM_D),
+    ("no-hit-lru-scorer", LLM_D),
+    ("precise-prefix-cache-scorer", LLM_D),
+    ("precise-prefix-cache-producer", LLM_D),
+    ("token-producer", LLM_D),
+    ("tokenizer", LLM_D),
+    ("label-selector-filter", LLM_D),
+    ("by-label", LLM_D),
+    ("by-label-selector", LLM_D),
+    ("utilization-filter", LLM_D),
+    ("header-profile-handler", LLM_D),
+    ("context-length-aware", LLM_D),
+    ("file-discovery", LLM_D),
 ];
 
 impl PluginSpec {
@@ -283,8 +325,8 @@ mod tests {
         assert!(PluginSpec::decode("latency-scorer", None, "plugins[3]", &mut d).is_none());
         assert_eq!(
             d.errors[0].to_string(),
-            "plugins[3].type: plugin type \"latency-scorer\" is not supported: it needs GIE's \
-             external latency-predictor sidecars"
+            "plugins[3].type: plugin type \"latency-scorer\" is not supported: latency-predictor \
+             plugins are not supported yet (they need the external latency predictor)"
         );
     }
 

@@ -85,6 +85,9 @@ impl EndpointPickerConfig {
                 m.insert("defaultRequestTTL".into(), json!(format_duration(ttl)));
             }
             m.insert("defaultPriorityBand".into(), band(&fc.default_band));
+            if let Some(neg) = &fc.default_negative_band {
+                m.insert("defaultNegativePriorityBand".into(), band(neg));
+            }
             m.insert(
                 "priorityBands".into(),
                 Value::Array(fc.bands.iter().map(band).collect()),

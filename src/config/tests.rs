@@ -367,10 +367,17 @@ fn flow_control_without_gate_is_validated_then_ignored() {
     assert!(c.flow_control.is_none());
     assert_eq!(
         c.warnings,
-        vec!["flowControl: ignored because the flowControl feature gate is not enabled"]
+        vec![
+            "flowControl: its settings (other than saturationDetector) are ignored because the flowControl feature gate is not enabled"
+        ]
     );
     let e = errors("plugins: []\nflowControl: {maxRequests: -1}\n");
-    assert_eq!(e, vec!["flowControl.maxRequests: must be >= 0, got -1"]);
+    assert_eq!(
+        e,
+        vec![
+            "flowControl.maxRequests: must be a non-negative integer or a quantity such as \"10Gi\", got -1"
+        ]
+    );
 }
 
 #[test]
@@ -484,8 +491,11 @@ fn header_errors() {
         load_str("- a\n- b\n").unwrap_err().messages(),
         vec!["must be a mapping, got a list"]
     );
+    // No plugins and no profiles: GIE fills in the defaults.
+    let c = load("").unwrap();
+    assert_eq!(c.profiles[0].scorers.len(), 3);
     assert_eq!(
-        errors(""),
+        errors("schedulingProfiles: []\n"),
         vec!["plugins: required (a list of {name?, type, parameters?})"]
     );
 }
@@ -515,17 +525,16 @@ schedulingProfiles:
     assert_eq!(
         e,
         vec![
-            "featureGates[1]: unknown feature gate \"fastPath\" (known: dataLayer, enableLegacyMetrics, flowControl)",
+            "featureGates[1]: unknown feature gate \"fastPath\" (known: dataLayer, enableLegacyMetrics, flowControl, haPopulateNonLeaderDatastore)",
             "plugins[1].name: duplicate plugin name \"queue-scorer\" (first defined at plugins[0])",
             "plugins[2].parameters.blockSizeTokens: must be > 0, got 0",
             "plugins[2].parameters.lruCapacityPerServer: must be > 0, got -5",
             "plugins[2].parameters.bogus: unknown field (known fields: autoTune, blockSize, blockSizeTokens, lruCapacityPerServer, maxPrefixBlocksToMatch, maxPrefixTokensToMatch)",
-            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, header-based-testing-filter, prefix-cache-affinity-filter, utilization-detector, concurrency-detector, single-profile-handler, approx-prefix-cache-producer, inflight-load-producer, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
+            "plugins[3].type: unknown plugin type \"not-a-plugin\" (known types: queue-scorer, kv-cache-utilization-scorer, running-requests-size-scorer, lora-affinity-scorer, prefix-cache-scorer, token-load-scorer, max-score-picker, random-picker, weighted-random-picker, header-based-testing-filter, decode-filter, prefix-cache-affinity-filter, utilization-detector, concurrency-detector, single-profile-handler, approx-prefix-cache-producer, inflight-load-producer, metrics-data-source, core-metrics-extractor, global-strict-fairness-policy, round-robin-fairness-policy, vtc-fairness-policy, fcfs-ordering-policy, edf-ordering-policy, static-usage-limit-policy, openai-parser, passthrough-parser, destination-endpoint-served-verifier)",
             "plugins[4].type: required",
             "schedulingProfiles[0].plugins[0].weight: must be a finite number, got \"heavy\"",
-            "unknownTop: unknown field (known fields: apiVersion, dataLayer, featureGates, flowControl, kind, parser, plugins, saturationDetector, schedulingProfiles)",
+            "unknownTop: unknown field (known fields: apiVersion, dataLayer, featureGates, flowControl, kind, parser, plugins, requestHandler, saturationDetector, schedulingProfiles)",
             "schedulingProfiles[0].plugins[1].pluginRef: no plugin named \"nope\" (defined: px, queue-scorer)",
-            "schedulingProfiles[0].plugins[2].pluginRef: plugin \"px\" (type approx-prefix-cache-producer) is not a filter, scorer or picker and cannot be part of a scheduling profile",
         ]
     );
 }
@@ -665,7 +674,7 @@ fn parameter_errors() {
         ),
         (
             "{type: core-metrics-extractor, parameters: {defaultEngine: tgi}}",
-            "plugins[0].parameters.defaultEngine: unknown engine \"tgi\" (built in: vllm, sglang, trtllm-serve, triton-tensorrt-llm; or define it in engineConfigs)",
+            "plugins[0].parameters.defaultEngine: unknown engine \"tgi\" (built in: vllm, sglang, trtllm-serve, triton-tensorrt-llm, triton; or define it in engineConfigs)",
         ),
         (
             "{type: core-metrics-extractor, parameters: {engineConfigs: [{name: default}]}}",

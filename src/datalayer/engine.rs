@@ -148,6 +148,19 @@ impl EngineMapping {
                 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=tokens_per}",
                 "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max}",
             )),
+            // Triton Inference Server for non-LLM models (llm-d-router v0.9+): queue and running
+            // counts only, no KV cache or LoRA.
+            "triton" => Self::from_config(&ec(
+                "nv_inference_pending_request_count",
+                "nv_inference_exec_count",
+                "",
+                "",
+                "",
+                "block_size",
+                "num_gpu_blocks",
+                "",
+                "",
+            )),
             _ => return None,
         };
         if name == "vllm" {

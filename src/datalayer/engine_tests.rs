@@ -373,3 +373,12 @@ fn error_messages_name_the_role() {
         "cacheInfo: label \"block_size\" missing or not an integer"
     );
 }
+
+#[test]
+fn triton_reads_queue_and_running_counts_only() {
+    let text = "nv_inference_pending_request_count{model=\"resnet\",version=\"1\"} 3\n\
+                nv_inference_exec_count{model=\"resnet\",version=\"1\"} 7\n";
+    let x = extract("triton", text);
+    assert_eq!(x.metrics.waiting_queue_size, 3);
+    assert_eq!(x.metrics.running_requests_size, 7);
+}

@@ -22,7 +22,13 @@ pub struct EngineConfig {
 }
 
 /// The engines GIE knows by name (gie-epp.md §3.1).
-pub const BUILTIN_ENGINES: &[&str] = &["vllm", "sglang", "trtllm-serve", "triton-tensorrt-llm"];
+pub const BUILTIN_ENGINES: &[&str] = &[
+    "vllm",
+    "sglang",
+    "trtllm-serve",
+    "triton-tensorrt-llm",
+    "triton",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractorParams {

@@ -96,6 +96,9 @@ pub struct ControllerConfig {
     pub default_ttl: Option<Duration>,
     /// Template for priorities without their own band.
     pub default_band: BandConfig,
+    /// Template for negative priorities without their own band (llm-d-router's
+    /// `defaultNegativePriorityBand`); `None` uses `default_band`.
+    pub default_negative_band: Option<BandConfig>,
     pub bands: BTreeMap<i32, BandConfig>,
     /// A band is served only while the pool's saturation is below this (static usage limit).
     pub ceiling: f64,
@@ -119,6 +122,7 @@ impl Default for ControllerConfig {
                 ordering: Ordering::Fcfs,
                 fairness: Fairness::GlobalStrict,
             },
+            default_negative_band: None,
             bands: BTreeMap::new(),
             ceiling: 1.0,
             tenant_idle_timeout: DEFAULT_TENANT_IDLE_TIMEOUT,
@@ -299,14 +303,29 @@ fn band_entry<'a>(
     cfg: &ControllerConfig,
     priority: i32,
 ) -> &'a mut Band {
-    bands.entry(priority).or_insert_with(|| {
-        Band::new(
-            cfg.bands
-                .get(&priority)
-                .unwrap_or(&cfg.default_band)
-                .clone(),
-        )
-    })
+    bands
+        .entry(priority)
+        .or_insert_with(|| Band::new(cfg.band_config(priority).clone()))
+}
+
+impl ControllerConfig {
+    /// The configuration of the band serving `priority`: its own, else the template for its
+    /// sign.
+    pub fn band_config(&self, priority: i32) -> &BandConfig {
+        self.bands
+            .get(&priority)
+            .unwrap_or(match &self.default_negative_band {
+                Some(neg) if priority < 0 => neg,
+                _ => &self.default_band,
+            })
+    }
+
+    /// Every band configuration: the templates and the configured bands.
+    pub fn all_bands(&self) -> impl Iterator<Item = &BandConfig> {
+        std::iter::once(&self.default_band)
+            .chain(self.default_negative_band.iter())
+            .chain(self.bands.values())
+    }
 }
 
 /// The queue state of one EPP.
@@ -603,19 +622,14 @@ impl FlowController {
             .bands
             .get(&priority)
             .map(|b| &b.cfg)
-            .unwrap_or_else(|| {
-                self.cfg
-                    .bands
-                    .get(&priority)
-                    .unwrap_or(&self.cfg.default_band)
-            });
+            .unwrap_or_else(|| self.cfg.band_config(priority));
         matches!(&band.fairness, Fairness::Vtc(p) if p.charge_uncached_input_only)
     }
 
     /// Whether any band runs VTC (then usage must be reported back).
     pub fn uses_vtc(&self) -> bool {
         let vtc = |b: &BandConfig| matches!(b.fairness, Fairness::Vtc(_));
-        vtc(&self.cfg.default_band) || self.cfg.bands.values().any(vtc)
+        self.cfg.all_bands().any(vtc)
     }
 
     /// The virtual counter of `tenant` in band `priority` (VTC bands only).

@@ -141,7 +141,8 @@ impl FlowControl {
             st.gate.arrive(item, &[], &pool)
         };
         let outcome = match &arrival {
-            Arrival::Queued(_) => "Enqueued",
+            // GIE names the outcome of an item still waiting in the queue so.
+            Arrival::Queued(_) => "NotYetFinalized",
             Arrival::Admitted(_) => "Dispatched",
             Arrival::Refused(_) => "RejectedCapacity",
         };
@@ -409,8 +410,7 @@ impl FlowControl {
 
 /// The tenants a configuration names (VTC weights): their label values always pass the bound.
 fn weighted_tenants(cfg: &ControllerConfig) -> Vec<String> {
-    std::iter::once(&cfg.default_band)
-        .chain(cfg.bands.values())
+    cfg.all_bands()
         .filter_map(|b| match &b.fairness {
             super::controller::Fairness::Vtc(p) => Some(p.tenant_weights.keys().cloned()),
             _ => None,

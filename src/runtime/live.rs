@@ -185,6 +185,7 @@ impl Live {
         let request_metrics = Arc::new(RequestMetrics::new(flags.max_label_values));
         request_metrics.register(registry);
         runtime.plugins.prefix_metrics.register(registry);
+        runtime.plugins.plugin_durations.register(registry);
         let bounds = &request_metrics.bounds;
         let fc_metrics = FlowControlMetrics::new().with_tenant_bound(Some(bounds.tenants.clone()));
         bounds.pairs.track(fc_metrics.pair_indexes());

@@ -278,6 +278,7 @@ pub fn flow_control_config(cfg: &EndpointPickerConfig) -> Option<ControllerConfi
         max_requests: fc.max_requests,
         default_ttl: fc.default_request_ttl,
         default_band: band(&fc.default_band),
+        default_negative_band: fc.default_negative_band.as_ref().map(band),
         bands: fc
             .bands
             .iter()

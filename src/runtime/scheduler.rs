@@ -13,6 +13,7 @@ use crate::scheduling::{
     DataProducer, Filter, NamedFilter, Picker, PreRequest, ProfileHandler, ResponseComplete,
     SaturationDetector, Scheduler, SchedulerProfile, Scorer, WeightedScorer,
 };
+use crate::telemetry::plugins::PluginDurations;
 
 /// The stateful plugins of a scheduler, which outlive a configuration reload when the new one
 /// keeps them (the prefix index when its hashing is unchanged, the in-flight counts always) and
@@ -23,6 +24,8 @@ pub struct PluginHandles {
     pub inflight_producers: Vec<Arc<InflightLoadProducer>>,
     /// Shared by every prefix producer, across reloads: registered once.
     pub prefix_metrics: PrefixMetrics,
+    /// `inference_extension_plugin_duration_seconds`, shared across reloads: registered once.
+    pub plugin_durations: PluginDurations,
 }
 
 impl PluginHandles {
@@ -66,14 +69,15 @@ pub fn build_scheduler(
     cfg: &EndpointPickerConfig,
     previous: Option<&PluginHandles>,
 ) -> BuiltScheduler {
+    let timing = previous.map_or_else(PluginDurations::default, |p| p.plugin_durations.clone());
     let n = cfg.plugins.len();
     let mut filters: Vec<Option<Arc<dyn Filter>>> = vec![None; n];
     let mut scorers: Vec<Option<Arc<dyn Scorer>>> = vec![None; n];
     let mut pickers: Vec<Option<Arc<dyn Picker>>> = vec![None; n];
     for (i, p) in cfg.plugins.iter().enumerate() {
-        filters[i] = p.spec.as_filter();
-        scorers[i] = p.spec.as_scorer();
-        pickers[i] = p.spec.as_picker();
+        filters[i] = p.spec.as_filter().map(|f| timing.filter(&p.name, f));
+        scorers[i] = p.spec.as_scorer().map(|s| timing.scorer(&p.name, s));
+        pickers[i] = p.spec.as_picker().map(|k| timing.picker(&p.name, k));
     }
     let profiles = cfg
         .profiles
@@ -105,10 +109,12 @@ pub fn build_scheduler(
         PluginSpec::SingleProfileHandler(h) => Arc::new(h.clone()),
         other => unreachable!("validated as a profile handler: {}", other.type_name()),
     };
+    let handler = timing.profile_handler(&cfg.plugin(cfg.profile_handler).name, handler);
 
     let prefix_metrics = previous.map_or_else(PrefixMetrics::new, |p| p.prefix_metrics.clone());
     let mut handles = PluginHandles {
         prefix_metrics: prefix_metrics.clone(),
+        plugin_durations: timing.clone(),
         ..PluginHandles::default()
     };
     let mut producers: Vec<Arc<dyn DataProducer>> = Vec::new();
@@ -130,7 +136,7 @@ pub fn build_scheduler(
                     )),
                 };
                 producers.push(prod.clone());
-                pre_request.push(prod.clone());
+                pre_request.push(timing.pre_request(&p.name, prod.clone()));
                 handles.prefix_producers.push(prod);
             }
             PluginSpec::InflightLoadProducer(_) => {
@@ -139,8 +145,8 @@ pub fn build_scheduler(
                     .and_then(|h| h.inflight_producers.get(i).cloned())
                     .unwrap_or_else(|| Arc::new(InflightLoadProducer::new()));
                 producers.push(prod.clone());
-                pre_request.push(prod.clone());
-                response_complete.push(prod.clone());
+                pre_request.push(timing.pre_request(&p.name, prod.clone()));
+                response_complete.push(timing.response_complete(&p.name, prod.clone()));
                 handles.inflight_producers.push(prod);
             }
             _ => {}

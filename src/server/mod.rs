@@ -40,6 +40,12 @@ pub struct ServeOptions {
     /// Then, how long open streams may finish once the listeners close
     /// (`--shutdown-grace-period`).
     pub grace: Duration,
+    /// `None` serves /metrics in plaintext; else over TLS (`--metrics-cert-dir`).
+    pub metrics_tls: Option<Arc<CertStore>>,
+    /// Largest ext_proc message received / sent (`--grpc-max-recv-msg-size`,
+    /// `--grpc-max-send-msg-size`); `None` keeps 16 MiB each way.
+    pub max_recv_msg_size: Option<usize>,
+    pub max_send_msg_size: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,32 +89,57 @@ pub async fn serve(
     );
 
     // Prometheus metrics.
+    use crate::telemetry::exposition;
     let app = Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
             async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    crate::telemetry::encode(&registry),
-                )
+                let accept = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let text = crate::telemetry::encode(&registry);
+                if exposition::wants_openmetrics(accept) {
+                    ([(CONTENT_TYPE, exposition::OPENMETRICS)], text)
+                } else {
+                    (
+                        [(CONTENT_TYPE, exposition::TEXT_004)],
+                        exposition::to_text_004(&text),
+                    )
+                }
             }
         }),
     );
-    let metrics_task = tokio::spawn(
-        axum::serve(listeners.metrics, app)
-            .with_graceful_shutdown(signal(stop_rx.clone()))
-            .into_future(),
-    );
+    let metrics_task = match &opts.metrics_tls {
+        None => tokio::spawn(
+            axum::serve(listeners.metrics, app)
+                .with_graceful_shutdown(signal(stop_rx.clone()))
+                .into_future(),
+        ),
+        Some(store) => {
+            let l = tls::TlsListener::new(listeners.metrics, store.server_config_for(b"http/1.1"))?;
+            tokio::spawn(
+                axum::serve(l, app)
+                    .with_graceful_shutdown(signal(stop_rx.clone()))
+                    .into_future(),
+            )
+        }
+    };
 
     // ext_proc.
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(ExtProcService::new(director).into_server())
+        .add_service({
+            let mut svc = ExtProcService::new(director).into_server();
+            if let Some(n) = opts.max_recv_msg_size {
+                svc = svc.max_decoding_message_size(n);
+            }
+            if let Some(n) = opts.max_send_msg_size {
+                svc = svc.max_encoding_message_size(n);
+            }
+            svc
+        })
         .add_optional_service(opts.health_on_grpc_port.then(|| health_svc.into_server()));
     let shutdown = signal(stop_rx.clone());
     let mut grpc_task = match &opts.tls {

@@ -94,12 +94,118 @@ impl CertPair {
     }
 }
 
+/// Go's names of the TLS 1.2 cipher suites rustls (ring) offers, and the suites. Go's other
+/// names (CBC, RSA key exchange, RC4, 3DES) are refused: rustls does not implement them.
+const TLS12_SUITES: &[(&str, rustls::CipherSuite)] = &[
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// Go's TLS 1.3 suite names: accepted in `--tls-cipher-suites` and, as in Go, without effect
+/// (TLS 1.3 suites are not configurable).
+const TLS13_NAMES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// The TLS 1.2 suites `--tls-cipher-suites` names (Go's names); empty means rustls' defaults.
+pub fn cipher_suites(names: &[String]) -> Result<Vec<rustls::CipherSuite>, String> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        match TLS12_SUITES.iter().find(|(n, _)| *n == name) {
+            Some((_, suite)) => out.push(*suite),
+            None if TLS13_NAMES.contains(&name) => {}
+            None => bad.push(format!("{name:?}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{} {} not supported (Switchyard offers: {})",
+            bad.join(", "),
+            if bad.len() > 1 { "are" } else { "is" },
+            TLS12_SUITES
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(TLS13_NAMES.iter().copied())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Which TLS versions and TLS 1.2 suites a port offers (`--tls-min-version`,
+/// `--tls-cipher-suites`). The default is rustls' safe defaults: TLS 1.2 and 1.3, AEAD suites.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsPolicy {
+    /// Only TLS 1.3 when set.
+    pub tls13_only: bool,
+    /// TLS 1.2 suites offered; empty means all of rustls' suites.
+    pub tls12_suites: Vec<rustls::CipherSuite>,
+}
+
+impl TlsPolicy {
+    fn provider(&self) -> rustls::crypto::CryptoProvider {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if !self.tls12_suites.is_empty() {
+            provider.cipher_suites.retain(|s| match s {
+                rustls::SupportedCipherSuite::Tls13(_) => true,
+                rustls::SupportedCipherSuite::Tls12(_) => self.tls12_suites.contains(&s.suite()),
+            });
+        }
+        provider
+    }
+
+    fn versions(&self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        if self.tls13_only {
+            TLS13_ONLY
+        } else {
+            rustls::DEFAULT_VERSIONS
+        }
+    }
+}
+
 /// The certificate served to new connections; replaceable at any time. With client CAs set,
 /// only clients presenting a certificate from one of them may connect (mutual TLS).
 #[derive(Debug)]
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
     client_cas: Option<Arc<rustls::RootCertStore>>,
+    policy: TlsPolicy,
 }
 
 impl CertStore {
@@ -107,28 +213,33 @@ impl CertStore {
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(pair.certified_key()?),
             client_cas: None,
+            policy: TlsPolicy::default(),
+        }))
+    }
+
+    /// A store for `pair`, requiring client certificates from `ca_pem` when given, offering
+    /// what `policy` allows.
+    pub fn build(
+        pair: &CertPair,
+        ca_pem: Option<&str>,
+        what_ca: &str,
+        policy: TlsPolicy,
+    ) -> Result<Arc<Self>, TlsError> {
+        let client_cas = match ca_pem {
+            Some(pem) => Some(Arc::new(roots(pem, what_ca)?)),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(pair.certified_key()?),
+            client_cas,
+            policy,
         }))
     }
 
     /// Like [`CertStore::new`], requiring client certificates issued by a CA in `ca_pem`
     /// (`--client-ca-file`).
     pub fn with_client_cas(pair: &CertPair, ca_pem: &str) -> Result<Arc<Self>, TlsError> {
-        let invalid = |reason: String| TlsError::Invalid {
-            what: "--client-ca-file".into(),
-            reason,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| invalid(e.to_string()))?;
-            roots.add(cert).map_err(|e| invalid(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(invalid("no CA certificate in the PEM".into()));
-        }
-        Ok(Arc::new(Self {
-            current: ArcSwap::from_pointee(pair.certified_key()?),
-            client_cas: Some(Arc::new(roots)),
-        }))
+        Self::build(pair, Some(ca_pem), "--client-ca-file", TlsPolicy::default())
     }
 
     /// Serves `pair` to connections that start from now on.
@@ -140,10 +251,15 @@ impl CertStore {
     /// The rustls server configuration: this store's certificate, HTTP/2 only (gRPC), client
     /// certificates verified when client CAs are set.
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        self.server_config_for(b"h2")
+    }
+
+    /// [`Self::server_config`] offering the ALPN protocol `alpn` (`http/1.1` for /metrics).
+    pub fn server_config_for(self: &Arc<Self>, alpn: &[u8]) -> rustls::ServerConfig {
+        let provider = Arc::new(self.policy.provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions");
+            .with_protocol_versions(self.policy.versions())
+            .expect("ring supports TLS 1.2 and 1.3 with the suites kept");
         let builder = match &self.client_cas {
             None => builder.with_no_client_auth(),
             Some(roots) => builder.with_client_cert_verifier(
@@ -156,7 +272,7 @@ impl CertStore {
             ),
         };
         let mut cfg = builder.with_cert_resolver(self.clone());
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg
     }
 
@@ -210,6 +326,23 @@ impl CertStore {
     }
 }
 
+/// The CA certificates in `pem`; `what` names the flag in errors.
+fn roots(pem: &str, what: &str) -> Result<rustls::RootCertStore, TlsError> {
+    let invalid = |reason: String| TlsError::Invalid {
+        what: what.into(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| invalid(e.to_string()))?;
+        roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("no CA certificate in the PEM".into()));
+    }
+    Ok(roots)
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
@@ -256,6 +389,47 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// TLS connections as an axum listener, for `/metrics` over TLS (`--metrics-cert-dir`).
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    incoming:
+        std::pin::Pin<Box<dyn Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send>>,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(Self {
+            local,
+            incoming: Box::pin(incoming(listener, config)),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(tls)) => {
+                    let peer = tls.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (tls, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended: nothing will ever arrive.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,9 +455,62 @@ mod tests {
         assert_eq!(e.to_string(), "tls.crt: no certificate in the PEM");
         store.replace(&b).unwrap();
         let served = store.current.load();
+        assert!(served.keys_match().is_ok());
         assert_eq!(
             served.cert[0].as_ref(),
             b.certified_key().unwrap().cert[0].as_ref()
         );
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn cipher_suite_names_are_go_names() {
+        let names: Vec<String> = [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "TLS_AES_128_GCM_SHA256",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            cipher_suites(&names).unwrap(),
+            vec![
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        let e = cipher_suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_string()]).unwrap_err();
+        assert!(e.starts_with("\"TLS_RSA_WITH_AES_128_CBC_SHA\" is not supported (Switchyard offers: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_limits_versions_and_tls12_suites() {
+        let policy = TlsPolicy {
+            tls13_only: false,
+            tls12_suites: vec![rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384],
+        };
+        let suites: Vec<_> = policy
+            .provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert!(suites.contains(&rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384));
+        assert!(!suites.contains(&rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256));
+        assert!(suites.contains(&rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+        assert_eq!(policy.versions().len(), 2);
+        let only13 = TlsPolicy {
+            tls13_only: true,
+            ..TlsPolicy::default()
+        };
+        assert_eq!(only13.versions().len(), 1);
+        let store = CertStore::build(&self_signed().unwrap(), None, "x", only13).unwrap();
+        let _ = store.server_config_for(b"http/1.1");
     }
 }

@@ -3,6 +3,9 @@
 //! fairness ids) are bounded by [`bounded`].
 
 pub mod bounded;
+pub mod exposition;
+pub mod plugins;
+pub mod process;
 
 use std::sync::Arc;
 

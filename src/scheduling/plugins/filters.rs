@@ -85,6 +85,52 @@ impl Filter for HeaderBasedTestingFilter {
     }
 }
 
+// === impl DecodeFilter ===
+
+/// llm-d's `decode-filter`: keeps the endpoints that can decode, by their `llm-d.ai/role` label
+/// (`decode`, `prefill-decode`, `both`, `encode-prefill-decode`), and endpoints without the label.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeFilter;
+
+impl Params for DecodeFilter {}
+
+impl DecodeFilter {
+    pub const ROLE_LABEL: &'static str = "llm-d.ai/role";
+    const DECODE_ROLES: &'static [&'static str] =
+        &["decode", "prefill-decode", "both", "encode-prefill-decode"];
+}
+
+impl Filter for DecodeFilter {
+    fn type_name(&self) -> &'static str {
+        "decode-filter"
+    }
+
+    fn filter(
+        &self,
+        ctx: &SchedulingContext<'_>,
+        candidates: &mut Vec<usize>,
+        _: &mut SchedulerRng,
+    ) {
+        candidates.retain(|&i| self.check(ctx, i).passes);
+    }
+
+    fn check(&self, ctx: &SchedulingContext<'_>, index: usize) -> FilterCheck {
+        match ctx
+            .snapshot
+            .get(index)
+            .endpoint
+            .labels
+            .get(Self::ROLE_LABEL)
+        {
+            None => FilterCheck::new(true, format!("no {} label", Self::ROLE_LABEL)),
+            Some(role) if Self::DECODE_ROLES.contains(&role.as_str()) => {
+                FilterCheck::new(true, format!("role {role:?} decodes"))
+            }
+            Some(role) => FilterCheck::new(false, format!("role {role:?} does not decode")),
+        }
+    }
+}
+
 // === impl PrefixCacheAffinityFilter ===
 
 /// Keeps the "sticky" endpoints whose prefix match ratio reaches `affinity_threshold`, so a

@@ -7,8 +7,8 @@ pub mod profile_handler;
 pub mod scorers;
 
 pub use filters::{
-    ConcurrencyDetector, ConcurrencyFilter, ConcurrencyMode, HeaderBasedTestingFilter,
-    PrefixCacheAffinityFilter, UtilizationFilter,
+    ConcurrencyDetector, ConcurrencyFilter, ConcurrencyMode, DecodeFilter,
+    HeaderBasedTestingFilter, PrefixCacheAffinityFilter, UtilizationFilter,
 };
 pub use inflight::{InflightLoadProducer, estimate_tokens};
 pub use pickers::{MaxScorePicker, RandomPicker, WeightedRandomPicker, effective_max_endpoints};
